@@ -1,0 +1,169 @@
+#include "core/metrics.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace ts {
+namespace {
+
+std::string escape_label(const std::string& v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string format_value(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v)) return "NaN";
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+    return buf;
+  }
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+std::string label_set(const std::vector<std::string>& names, const std::vector<std::string>& values,
+                      const std::string& extra_name = "", const std::string& extra_value = "") {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < values.size(); ++i) {
+    out += out.empty() ? "{" : ",";
+    out += names[i] + "=\"" + escape_label(values[i]) + "\"";
+  }
+  if (!extra_name.empty()) {
+    out += out.empty() ? "{" : ",";
+    out += extra_name + "=\"" + extra_value + "\"";
+  }
+  if (!out.empty()) out += "}";
+  return out;
+}
+
+void header(std::string& out, const std::string& name, const std::string& help,
+            const char* type) {
+  out += "# HELP " + name + " " + help + "\n";
+  out += "# TYPE " + name + " " + type + "\n";
+}
+
+}  // namespace
+
+CounterFamily::CounterFamily(std::string name, std::string help, std::vector<std::string> labels)
+    : name_(std::move(name)), help_(std::move(help)), labels_(std::move(labels)) {}
+
+void CounterFamily::inc(const std::vector<std::string>& label_values, double by) {
+  std::lock_guard<std::mutex> lock(mu_);
+  values_[label_values] += by;
+}
+
+double CounterFamily::value(const std::vector<std::string>& label_values) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = values_.find(label_values);
+  return it == values_.end() ? 0 : it->second;
+}
+
+void CounterFamily::render(std::string& out) const {
+  header(out, name_, help_, "counter");
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [values, v] : values_) {
+    out += name_ + label_set(labels_, values) + " " + format_value(v) + "\n";
+  }
+}
+
+HistogramFamily::HistogramFamily(std::string name, std::string help,
+                                 std::vector<std::string> labels, std::vector<double> bounds)
+    : name_(std::move(name)),
+      help_(std::move(help)),
+      labels_(std::move(labels)),
+      bounds_(std::move(bounds)) {}
+
+void HistogramFamily::observe(const std::vector<std::string>& label_values, double value) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Series& s = series_[label_values];
+  if (s.buckets.empty()) s.buckets.assign(bounds_.size(), 0);
+  for (size_t i = 0; i < bounds_.size(); ++i) {
+    if (value <= bounds_[i]) {
+      ++s.buckets[i];
+      break;
+    }
+  }
+  ++s.count;
+  s.sum += value;
+}
+
+uint64_t HistogramFamily::count(const std::vector<std::string>& label_values) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = series_.find(label_values);
+  return it == series_.end() ? 0 : it->second.count;
+}
+
+void HistogramFamily::render(std::string& out) const {
+  header(out, name_, help_, "histogram");
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [values, s] : series_) {
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < bounds_.size(); ++i) {
+      cumulative += s.buckets[i];
+      out += name_ + "_bucket" + label_set(labels_, values, "le", format_value(bounds_[i])) +
+             " " + std::to_string(cumulative) + "\n";
+    }
+    out += name_ + "_bucket" + label_set(labels_, values, "le", "+Inf") + " " +
+           std::to_string(s.count) + "\n";
+    out += name_ + "_sum" + label_set(labels_, values) + " " + format_value(s.sum) + "\n";
+    out += name_ + "_count" + label_set(labels_, values) + " " + std::to_string(s.count) + "\n";
+  }
+}
+
+Metrics::Metrics()
+    : http_requests("http_requests_total", "HTTP requests answered, by route and status code.",
+                    {"method", "route", "code"}),
+      http_duration("http_request_duration_seconds", "Time to answer an HTTP request.",
+                    {"route"},
+                    {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                     10, 30, 60}),
+      task_success("task_success_total", "Tasks that ended DONE.", {"task_type"}),
+      task_failure("task_failure_total", "Tasks that ended FAILED.", {"task_type"}),
+      task_canceled("task_canceled_total", "Tasks that ended CANCELED.", {"task_type"}),
+      tasks_submitted("tasks_submitted_total", "Tasks accepted (202).", {"task_type"}),
+      task_duration("task_processing_duration_seconds",
+                    "Duration of backend attempts that produced a result, by task type.",
+                    {"task_type"},
+                    {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}),
+      backend_calls("backend_requests_total", "Requests to backends, by how they ended.",
+                    {"pool", "backend", "outcome"}),
+      webhook_deliveries("webhook_deliveries_total", "Webhook delivery attempts, by result.",
+                         {"outcome"}) {}
+
+void Metrics::render(std::string& out) const {
+  http_requests.render(out);
+  http_duration.render(out);
+  tasks_submitted.render(out);
+  task_success.render(out);
+  task_failure.render(out);
+  task_canceled.render(out);
+  task_duration.render(out);
+  backend_calls.render(out);
+  webhook_deliveries.render(out);
+}
+
+void write_gauge(std::string& out, const std::string& name, const std::string& help,
+                 const std::vector<std::string>& labels,
+                 const std::vector<std::pair<std::vector<std::string>, double>>& samples) {
+  header(out, name, help, "gauge");
+  for (const auto& [values, v] : samples) {
+    out += name + label_set(labels, values) + " " + format_value(v) + "\n";
+  }
+}
+
+}  // namespace ts

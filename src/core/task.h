@@ -1,0 +1,89 @@
+#pragma once
+// Task and TaskState: the record every module passes around, and the state machine that says
+// which changes are allowed. Plain values; thread-compatible.
+//
+//   QUEUED ──▶ RUNNING ──▶ DONE | FAILED
+//     │           │  └───▶ QUEUED   (retry after backoff, busy backend, shutdown, crash recovery)
+//     └───────────┴──────▶ CANCELED
+//
+// DONE, FAILED and CANCELED are final: a task in a final state never runs again.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ts {
+
+enum class TaskState { kQueued, kRunning, kDone, kFailed, kCanceled };
+
+std::string_view to_string(TaskState state);
+std::optional<TaskState> parse_task_state(std::string_view name);
+bool is_final(TaskState state);
+bool can_transition(TaskState from, TaskState to);
+
+// Bounds of the API contract (DESIGN.md); outside them a request gets 422 naming the field.
+inline constexpr int kMinPriority = 0;
+inline constexpr int kMaxPriority = 9;
+inline constexpr int kDefaultPriority = 5;
+inline constexpr int kMinMaxAttempts = 1;
+inline constexpr int kMaxMaxAttempts = 100;
+inline constexpr int kDefaultMaxAttempts = 3;
+inline constexpr int kMinTimeoutS = 1;
+inline constexpr int kMaxTimeoutS = 86400;
+inline constexpr size_t kMaxIdempotencyKeyBytes = 255;
+inline constexpr size_t kMaxWebhookUrlBytes = 2048;
+
+// "low"/"normal"/"high" map to 2/5/8.
+std::optional<int> priority_from_word(std::string_view word);
+
+// One attempt to run a task on a backend, as shown in GET /api/v1/tasks/{id}.
+struct Attempt {
+  int number = 0;
+  std::string backend;
+  std::string outcome;  // "done", "failed", "retry", "busy", "canceled", "interrupted"
+  std::string error;
+  int64_t started_at = 0;
+  int64_t duration_ms = 0;
+};
+
+// A webhook delivery attempt.
+struct WebhookDelivery {
+  int number = 0;
+  int64_t at = 0;
+  int status_code = 0;  // 0 when no HTTP answer came
+  std::string error;
+};
+
+struct Task {
+  int64_t seq = 0;  // store row id: insertion order, the age within a priority
+  std::string task_id;
+  std::string type;
+  std::string payload;  // JSON object text, forwarded to the backend
+  int priority = kDefaultPriority;
+  TaskState status = TaskState::kQueued;
+  int attempt = 0;  // attempts started so far (a busy backend or shutdown gives one back)
+  int max_attempts = kDefaultMaxAttempts;
+  std::optional<int> timeout_s;
+  std::optional<std::string> idempotency_key;
+  std::optional<std::string> webhook_url;
+  int64_t created_at = 0;
+  std::optional<int64_t> started_at;
+  std::optional<int64_t> finished_at;
+  std::optional<int64_t> next_attempt_at;
+  std::optional<std::string> backend;
+  std::optional<std::string> error;
+  std::optional<int64_t> result_size;
+  std::optional<std::string> result_type;
+  // An uploaded input file (multipart submit), stored under <data-dir>/inputs/<task_id>.
+  std::optional<std::string> input_name;
+  std::optional<std::string> input_type;
+  std::optional<int64_t> input_size;
+  // Webhook delivery state: "pending", "delivered", "failed" (empty: no webhook or not final).
+  std::string webhook_state;
+  std::vector<Attempt> attempts;            // filled by reads that ask for details
+  std::vector<WebhookDelivery> deliveries;  // likewise
+};
+
+}  // namespace ts
