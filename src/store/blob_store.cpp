@@ -1,0 +1,106 @@
+#include "store/blob_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace ts {
+namespace {
+
+Status errno_status(const std::string& what) {
+  int e = errno;
+  Status st = Status::Internal(what + ": " + std::strerror(e));
+  if (e == ENOSPC || e == EDQUOT || e == EROFS || e == EIO) {
+    st = Status::Unavailable("storage_unavailable", what + ": " + std::strerror(e));
+  }
+  return st;
+}
+
+Status fsync_dir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno_status("open " + dir);
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return errno_status("fsync " + dir);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status write_file_synced(const std::string& path, std::string_view bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+  if (fd < 0) return errno_status("create " + path);
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Status st = errno_status("write " + path);
+      ::close(fd);
+      ::unlink(path.c_str());
+      return st;
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    Status st = errno_status("fsync " + path);
+    ::close(fd);
+    ::unlink(path.c_str());
+    return st;
+  }
+  ::close(fd);
+  return Status::Ok();
+}
+
+StatusOr<BlobStore> BlobStore::open(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::Internal("cannot create " + dir + ": " + ec.message());
+  // A crash can leave half-written temporaries behind; nothing refers to them.
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) {
+      std::filesystem::remove(entry.path(), ec);
+    }
+  }
+  return BlobStore(dir);
+}
+
+std::string BlobStore::temp_path() const {
+  static std::atomic<uint64_t> counter{0};
+  return dir_ + "/.tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+Status BlobStore::put(const std::string& name, std::string_view bytes) const {
+  std::string tmp = temp_path();
+  Status st = write_file_synced(tmp, bytes);
+  if (!st.ok()) return st;
+  return adopt(tmp, name);
+}
+
+Status BlobStore::adopt(const std::string& temp_path, const std::string& name) const {
+  if (::rename(temp_path.c_str(), path_of(name).c_str()) != 0) {
+    Status st = errno_status("rename into " + path_of(name));
+    ::unlink(temp_path.c_str());
+    return st;
+  }
+  return fsync_dir(dir_);
+}
+
+StatusOr<std::string> BlobStore::read(const std::string& name) const {
+  std::ifstream in(path_of(name), std::ios::binary);
+  if (!in) return Status::NotFound("no stored file for " + name);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+void BlobStore::remove(const std::string& name) const { ::unlink(path_of(name).c_str()); }
+
+}  // namespace ts

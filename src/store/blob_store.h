@@ -1,0 +1,37 @@
+#pragma once
+// BlobStore: files under one folder (results/, inputs/), each written to a temporary name,
+// fsynced, renamed into place and the folder fsynced, so a file that exists is whole and
+// survives power loss. Names are task ids (validated by the caller). Thread-safe: no shared
+// state besides the file system.
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/status.h"
+
+namespace ts {
+
+class BlobStore {
+ public:
+  // Creates the folder if missing.
+  static StatusOr<BlobStore> open(const std::string& dir);
+  Status put(const std::string& name, std::string_view bytes) const;
+  // Moves an existing file (already fsynced, on the same file system) into place.
+  Status adopt(const std::string& temp_path, const std::string& name) const;
+  StatusOr<std::string> read(const std::string& name) const;
+  void remove(const std::string& name) const;
+  std::string path_of(const std::string& name) const { return dir_ + "/" + name; }
+  // A fresh temporary path inside the folder, for streaming writes.
+  std::string temp_path() const;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
+  std::string dir_;
+};
+
+// Writes bytes to path and fsyncs it. Used for streamed uploads before adopt().
+Status write_file_synced(const std::string& path, std::string_view bytes);
+
+}  // namespace ts

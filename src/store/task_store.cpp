@@ -1,0 +1,862 @@
+#include "store/task_store.h"
+
+#include <SQLiteCpp/Exception.h>
+#include <sqlite3.h>
+
+#include <unordered_map>
+
+#include "store/migrations.h"
+
+namespace ts {
+namespace {
+
+constexpr const char* kTaskColumns =
+    "seq, task_id, type, payload, priority, status, attempt, max_attempts, timeout_s, "
+    "idempotency_key, webhook_url, created_at, started_at, finished_at, next_attempt_at, "
+    "backend, error, result_size, result_type, input_name, input_type, input_size, "
+    "webhook_state";
+
+std::optional<int64_t> opt_i64(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  return c.getInt64();
+}
+std::optional<int> opt_int(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  return c.getInt();
+}
+std::optional<std::string> opt_str(const SQLite::Column& c) {
+  if (c.isNull()) return std::nullopt;
+  return c.getString();
+}
+
+// Reads a row selected with kTaskColumns.
+Task read_task(SQLite::Statement& s) {
+  Task t;
+  t.seq = s.getColumn(0).getInt64();
+  t.task_id = s.getColumn(1).getString();
+  t.type = s.getColumn(2).getString();
+  t.payload = s.getColumn(3).getString();
+  t.priority = s.getColumn(4).getInt();
+  t.status = parse_task_state(s.getColumn(5).getString()).value_or(TaskState::kFailed);
+  t.attempt = s.getColumn(6).getInt();
+  t.max_attempts = s.getColumn(7).getInt();
+  t.timeout_s = opt_int(s.getColumn(8));
+  t.idempotency_key = opt_str(s.getColumn(9));
+  t.webhook_url = opt_str(s.getColumn(10));
+  t.created_at = s.getColumn(11).getInt64();
+  t.started_at = opt_i64(s.getColumn(12));
+  t.finished_at = opt_i64(s.getColumn(13));
+  t.next_attempt_at = opt_i64(s.getColumn(14));
+  t.backend = opt_str(s.getColumn(15));
+  t.error = opt_str(s.getColumn(16));
+  t.result_size = opt_i64(s.getColumn(17));
+  t.result_type = opt_str(s.getColumn(18));
+  t.input_name = opt_str(s.getColumn(19));
+  t.input_type = opt_str(s.getColumn(20));
+  t.input_size = opt_i64(s.getColumn(21));
+  t.webhook_state = s.getColumn(22).isNull() ? "" : s.getColumn(22).getString();
+  return t;
+}
+
+template <typename T>
+void bind_opt(SQLite::Statement& s, int index, const std::optional<T>& v) {
+  if (v) {
+    s.bind(index, *v);
+  } else {
+    s.bind(index);
+  }
+}
+
+// A cached statement in use: reset and unbound when the scope ends, so no read transaction
+// stays open (a stale snapshot would also pin the WAL and starve checkpoints).
+class StmtUse {
+ public:
+  explicit StmtUse(SQLite::Statement& s) : s_(s) {}
+  ~StmtUse() {
+    s_.tryReset();
+    s_.clearBindings();
+  }
+  SQLite::Statement* operator->() { return &s_; }
+  SQLite::Statement& operator*() { return s_; }
+
+ private:
+  SQLite::Statement& s_;
+};
+
+// Prepared statements of one connection, keyed by SQL text. Not thread-safe: one user at a time.
+class StatementCache {
+ public:
+  explicit StatementCache(SQLite::Database& db) : db_(db) {}
+  SQLite::Database& db() { return db_; }
+  SQLite::Statement& stmt(const std::string& sql) {
+    auto it = stmts_.find(sql);
+    if (it == stmts_.end()) {
+      it = stmts_.emplace(sql, std::make_unique<SQLite::Statement>(db_, sql)).first;
+    }
+    return *it->second;
+  }
+
+ private:
+  SQLite::Database& db_;
+  std::unordered_map<std::string, std::unique_ptr<SQLite::Statement>> stmts_;
+};
+
+// A read connection with its statements.
+struct Connection {
+  explicit Connection(const std::string& path)
+      : db(path, SQLite::OPEN_READWRITE, 5000), cache(db) {}
+  SQLite::Database db;
+  StatementCache cache;
+};
+
+Status sql_error(const SQLite::Exception& e) {
+  int code = e.getErrorCode();
+  if (code == SQLITE_FULL || code == SQLITE_IOERR || code == SQLITE_READONLY ||
+      code == SQLITE_BUSY || code == SQLITE_LOCKED || code == SQLITE_CANTOPEN) {
+    return Status::Unavailable("store_unavailable",
+                               std::string("the task store cannot take writes: ") + e.what());
+  }
+  return Status::Internal(std::string("store: ") + e.what());
+}
+
+template <typename F>
+auto guarded(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const SQLite::Exception& e) {
+    return sql_error(e);
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("store: ") + e.what());
+  }
+}
+
+void insert_attempt(StatementCache& c, int64_t seq, const Attempt& a) {
+  StmtUse s(c.stmt(
+      "INSERT OR REPLACE INTO attempts (task_seq, number, backend, outcome, error, started_at, "
+      "duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"));
+  s->bind(1, seq);
+  s->bind(2, a.number);
+  s->bind(3, a.backend);
+  s->bind(4, a.outcome);
+  bind_opt(*s, 5, a.error.empty() ? std::nullopt : std::optional<std::string>(a.error));
+  s->bind(6, a.started_at);
+  s->bind(7, a.duration_ms);
+  s->exec();
+}
+
+// Shared tail of the UPDATE ... RETURNING statements below, read by change_from_returning.
+constexpr const char* kReturning =
+    " RETURNING seq, task_id, type, priority, attempt, backend, error, next_attempt_at, "
+    "webhook_state = 'pending'";
+
+TaskChange change_from_returning(SQLite::Statement& s, TaskState from, TaskState to,
+                                 int64_t at_ms) {
+  TaskChange c;
+  c.seq = s.getColumn(0).getInt64();
+  c.task_id = s.getColumn(1).getString();
+  c.type = s.getColumn(2).getString();
+  c.priority = s.getColumn(3).getInt();
+  c.attempt = s.getColumn(4).getInt();
+  c.backend = s.getColumn(5).isNull() ? "" : s.getColumn(5).getString();
+  c.error = s.getColumn(6).isNull() ? "" : s.getColumn(6).getString();
+  c.next_attempt_at = opt_i64(s.getColumn(7));
+  c.webhook_pending = !s.getColumn(8).isNull() && s.getColumn(8).getInt() != 0;
+  c.from = from;
+  c.to = to;
+  c.at_ms = at_ms;
+  return c;
+}
+
+}  // namespace
+
+// ---- writer plumbing ----
+
+class TaskStore::WriteContext : public StatementCache {
+ public:
+  using StatementCache::StatementCache;
+  std::vector<TaskChange> changes;  // what the current transaction changed, in order
+};
+
+struct TaskStore::WriteOp {
+  std::function<Status(WriteContext&)> fn;
+  bool savepoint = false;
+  Status result;
+  bool done = false;  // guarded by TaskStore::mu_
+  std::condition_variable cv;
+};
+
+class TaskStore::ReaderPool {
+ public:
+  explicit ReaderPool(std::string path, int keep) : path_(std::move(path)), keep_(keep) {}
+
+  class Lease {
+   public:
+    Lease(ReaderPool& pool, std::unique_ptr<Connection> c) : pool_(pool), c_(std::move(c)) {}
+    ~Lease() { pool_.give_back(std::move(c_)); }
+    Connection& operator*() { return *c_; }
+    Connection* operator->() { return c_.get(); }
+
+   private:
+    ReaderPool& pool_;
+    std::unique_ptr<Connection> c_;
+  };
+
+  Lease lease() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        return Lease(*this, std::move(c));
+      }
+    }
+    auto c = std::make_unique<Connection>(path_);
+    c->db.exec("PRAGMA query_only = 1");
+    return Lease(*this, std::move(c));
+  }
+
+ private:
+  void give_back(std::unique_ptr<Connection> c) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (static_cast<int>(idle_.size()) < keep_) idle_.push_back(std::move(c));
+  }
+
+  const std::string path_;
+  const int keep_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_
+};
+
+// ---- lifecycle ----
+
+TaskStore::TaskStore(StoreOptions options, const Clock& clock)
+    : options_(std::move(options)), clock_(clock) {}
+
+StatusOr<std::unique_ptr<TaskStore>> TaskStore::open(const StoreOptions& options,
+                                                     const Clock& clock) {
+  std::unique_ptr<TaskStore> store(new TaskStore(options, clock));
+  Status st = store->start();
+  if (!st.ok()) return st;
+  return store;
+}
+
+Status TaskStore::start() {
+  auto migrations = builtin_migrations();
+  if (!migrations.ok()) return migrations.status();
+  Status st = guarded([&]() -> Status {
+    write_db_ = std::make_unique<SQLite::Database>(
+        options_.path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE, 5000);
+    write_db_->exec("PRAGMA journal_mode = WAL");
+    write_db_->exec(options_.sync_full ? "PRAGMA synchronous = FULL"
+                                       : "PRAGMA synchronous = NORMAL");
+    auto report = apply_migrations(*write_db_, *migrations);
+    if (!report.ok()) return report.status();
+    return Status::Ok();
+  });
+  if (!st.ok()) {
+    write_db_.reset();
+    return st;
+  }
+  write_ctx_ = std::make_unique<WriteContext>(*write_db_);
+  readers_ = std::make_unique<ReaderPool>(options_.path, options_.read_connections);
+  writer_ = std::thread([this] { writer_loop(); });
+  return Status::Ok();
+}
+
+TaskStore::~TaskStore() { close(); }
+
+void TaskStore::set_commit_listener(CommitListener listener) { listener_ = std::move(listener); }
+
+void TaskStore::close() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  write_ctx_.reset();
+  readers_.reset();
+  if (write_db_) {
+    try {
+      write_db_->exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch (const SQLite::Exception&) {
+      // A reader of another process may hold the WAL; the next start checkpoints instead.
+    }
+    write_db_.reset();
+  }
+}
+
+Status TaskStore::write(bool savepoint, std::function<Status(WriteContext&)> fn) {
+  WriteOp op;
+  op.fn = std::move(fn);
+  op.savepoint = savepoint;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stopping_) return Status::Unavailable("shutting_down", "the task store is closed");
+  bool was_idle = pending_.empty();
+  pending_.push_back(&op);
+  if (was_idle) cv_.notify_one();
+  op.cv.wait(lock, [&] { return op.done; });
+  return op.result;
+}
+
+void TaskStore::writer_loop() {
+  std::vector<WriteOp*> batch;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return !pending_.empty() || stopping_; });
+      if (pending_.empty()) return;  // stopping, nothing left
+      while (!pending_.empty() && batch.size() < options_.max_batch) {
+        batch.push_back(pending_.front());
+        pending_.pop_front();
+      }
+    }
+    write_ctx_->changes.clear();
+    Status batch_status;
+    try {
+      write_db_->exec("BEGIN IMMEDIATE");
+      for (WriteOp* op : batch) {
+        if (op->savepoint) write_db_->exec("SAVEPOINT op");
+        try {
+          op->result = op->fn(*write_ctx_);
+        } catch (const SQLite::Exception& e) {
+          op->result = sql_error(e);
+        } catch (const std::exception& e) {
+          op->result = Status::Internal(std::string("store: ") + e.what());
+        }
+        if (op->savepoint) {
+          if (!op->result.ok()) write_db_->exec("ROLLBACK TO op");
+          write_db_->exec("RELEASE op");
+        }
+      }
+      write_db_->exec("COMMIT");
+    } catch (const SQLite::Exception& e) {
+      batch_status = sql_error(e);
+      write_db_->tryExec("ROLLBACK");
+    }
+    if (batch_status.ok()) {
+      if (listener_ && !write_ctx_->changes.empty()) listener_(write_ctx_->changes);
+    } else {
+      for (WriteOp* op : batch) op->result = batch_status;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (WriteOp* op : batch) {
+        op->done = true;
+        op->cv.notify_one();
+      }
+    }
+    batch.clear();
+  }
+}
+
+// ---- writes ----
+
+namespace {
+
+constexpr const char* kInsertSql =
+    "INSERT INTO tasks (task_id, type, payload, priority, status, attempt, max_attempts, "
+    "timeout_s, idempotency_key, webhook_url, created_at, input_name, input_type, input_size) "
+    "VALUES (?, ?, ?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+std::optional<std::string> find_by_key(StatementCache& c, const std::string& key) {
+  StmtUse use(c.stmt("SELECT task_id FROM tasks WHERE idempotency_key = ?"));
+  use->bind(1, key);
+  if (use->executeStep()) return use->getColumn(0).getString();
+  return std::nullopt;
+}
+
+}  // namespace
+
+// Inserts `task` unless its idempotency key is taken; records the change. Throws on SQL errors.
+static TaskStore::InsertOutcome insert_one(StatementCache& c, std::vector<TaskChange>& changes,
+                                    Task& task) {
+  if (task.idempotency_key) {
+    if (auto existing = find_by_key(c, *task.idempotency_key)) return {false, *existing};
+  }
+  StmtUse s(c.stmt(kInsertSql));
+  s->bind(1, task.task_id);
+  s->bind(2, task.type);
+  s->bind(3, task.payload);
+  s->bind(4, task.priority);
+  s->bind(5, task.max_attempts);
+  bind_opt(*s, 6, task.timeout_s);
+  bind_opt(*s, 7, task.idempotency_key);
+  bind_opt(*s, 8, task.webhook_url);
+  s->bind(9, task.created_at);
+  bind_opt(*s, 10, task.input_name);
+  bind_opt(*s, 11, task.input_type);
+  bind_opt(*s, 12, task.input_size);
+  s->exec();
+  task.seq = c.db().getLastInsertRowid();
+  TaskChange change;
+  change.seq = task.seq;
+  change.task_id = task.task_id;
+  change.type = task.type;
+  change.priority = task.priority;
+  change.to = TaskState::kQueued;
+  change.at_ms = task.created_at;
+  changes.push_back(std::move(change));
+  return {true, task.task_id};
+}
+
+StatusOr<TaskStore::InsertOutcome> TaskStore::insert(Task& task) {
+  InsertOutcome out;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    out = insert_one(ctx, ctx.changes, task);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return out;
+}
+
+StatusOr<std::vector<TaskStore::InsertOutcome>> TaskStore::insert_batch(std::vector<Task>& tasks) {
+  std::vector<InsertOutcome> outs(tasks.size());
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    size_t changes_before = ctx.changes.size();
+    for (size_t i = 0; i < tasks.size(); ++i) {
+      try {
+        outs[i] = insert_one(ctx, ctx.changes, tasks[i]);
+      } catch (const SQLite::Exception& e) {
+        ctx.changes.resize(changes_before);
+        Status err = sql_error(e);
+        return Status(err.code(), err.slug(), "tasks[" + std::to_string(i) + "]: " + err.message(),
+                      "tasks[" + std::to_string(i) + "]");
+      }
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return outs;
+}
+
+StatusOr<std::optional<Task>> TaskStore::mark_running(int64_t seq, const std::string& backend,
+                                                      int64_t now_ms) {
+  std::optional<Task> task;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    StmtUse s(ctx.stmt(std::string("UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, "
+                                   "started_at = ?, backend = ?, next_attempt_at = NULL "
+                                   "WHERE seq = ? AND status = 'QUEUED' RETURNING ") +
+                       kTaskColumns));
+    s->bind(1, now_ms);
+    s->bind(2, backend);
+    s->bind(3, seq);
+    if (!s->executeStep()) return Status::Ok();
+    task = read_task(*s);
+    TaskChange c;
+    c.seq = task->seq;
+    c.task_id = task->task_id;
+    c.type = task->type;
+    c.priority = task->priority;
+    c.from = TaskState::kQueued;
+    c.to = TaskState::kRunning;
+    c.attempt = task->attempt;
+    c.at_ms = now_ms;
+    c.backend = backend;
+    ctx.changes.push_back(std::move(c));
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return task;
+}
+
+StatusOr<bool> TaskStore::finish_done(int64_t seq, const Attempt& attempt,
+                                      const ResultMeta& result) {
+  bool changed = false;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    int64_t now = attempt.started_at + attempt.duration_ms;
+    StmtUse s(ctx.stmt(
+        std::string("UPDATE tasks SET status = 'DONE', finished_at = ?1, result_size = ?2, "
+                    "result_type = ?3, error = NULL, "
+                    "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, "
+                    "webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ?1 END "
+                    "WHERE seq = ?4 AND status = 'RUNNING'") +
+        kReturning));
+    s->bind(1, now);
+    s->bind(2, result.size);
+    s->bind(3, result.content_type);
+    s->bind(4, seq);
+    if (!s->executeStep()) return Status::Ok();
+    ctx.changes.push_back(change_from_returning(*s, TaskState::kRunning, TaskState::kDone, now));
+    changed = true;
+    insert_attempt(ctx, seq, attempt);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return changed;
+}
+
+StatusOr<bool> TaskStore::finish_failed(int64_t seq, const Attempt& attempt,
+                                        const std::string& error) {
+  bool changed = false;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    int64_t now = attempt.started_at + attempt.duration_ms;
+    StmtUse s(ctx.stmt(
+        std::string("UPDATE tasks SET status = 'FAILED', finished_at = ?1, error = ?2, "
+                    "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, "
+                    "webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ?1 END "
+                    "WHERE seq = ?3 AND status = 'RUNNING'") +
+        kReturning));
+    s->bind(1, now);
+    s->bind(2, error);
+    s->bind(3, seq);
+    if (!s->executeStep()) return Status::Ok();
+    ctx.changes.push_back(
+        change_from_returning(*s, TaskState::kRunning, TaskState::kFailed, now));
+    changed = true;
+    insert_attempt(ctx, seq, attempt);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return changed;
+}
+
+StatusOr<bool> TaskStore::requeue(int64_t seq, const Attempt& attempt,
+                                  std::optional<int64_t> next_attempt_at, bool give_back_attempt,
+                                  const std::string& error) {
+  bool changed = false;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    int64_t now = attempt.started_at + attempt.duration_ms;
+    StmtUse s(ctx.stmt(std::string("UPDATE tasks SET status = 'QUEUED', attempt = attempt - ?1, "
+                                   "next_attempt_at = ?2, error = ?3 "
+                                   "WHERE seq = ?4 AND status = 'RUNNING'") +
+                       kReturning));
+    s->bind(1, give_back_attempt ? 1 : 0);
+    bind_opt(*s, 2, next_attempt_at);
+    bind_opt(*s, 3, error.empty() ? std::nullopt : std::optional<std::string>(error));
+    s->bind(4, seq);
+    if (!s->executeStep()) return Status::Ok();
+    ctx.changes.push_back(
+        change_from_returning(*s, TaskState::kRunning, TaskState::kQueued, now));
+    changed = true;
+    insert_attempt(ctx, seq, attempt);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return changed;
+}
+
+StatusOr<TaskState> TaskStore::cancel(const std::string& task_id, int64_t now_ms) {
+  TaskState before = TaskState::kQueued;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    int64_t seq = 0;
+    {
+      StmtUse s(ctx.stmt("SELECT seq, status FROM tasks WHERE task_id = ?"));
+      s->bind(1, task_id);
+      if (!s->executeStep()) return Status::NotFound("no task with id " + task_id);
+      seq = s->getColumn(0).getInt64();
+      before = parse_task_state(s->getColumn(1).getString()).value_or(TaskState::kFailed);
+    }
+    if (is_final(before)) {
+      return Status::Conflict("task_final", "task " + task_id + " is already " +
+                                                std::string(to_string(before)) +
+                                                " and cannot be canceled");
+    }
+    StmtUse s(ctx.stmt(
+        std::string("UPDATE tasks SET status = 'CANCELED', finished_at = ?1, "
+                    "error = 'canceled by request', next_attempt_at = NULL, "
+                    "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, "
+                    "webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ?1 END "
+                    "WHERE seq = ?2 AND status = ?3") +
+        kReturning));
+    s->bind(1, now_ms);
+    s->bind(2, seq);
+    s->bind(3, std::string(to_string(before)));
+    if (!s->executeStep()) return Status::Internal("cancel lost a race inside its transaction");
+    ctx.changes.push_back(change_from_returning(*s, before, TaskState::kCanceled, now_ms));
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return before;
+}
+
+StatusOr<TaskStore::RecoveryReport> TaskStore::recover_running(int64_t now_ms) {
+  RecoveryReport report;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    struct Row {
+      int64_t seq, started_at;
+      int attempt;
+      std::string backend;
+    };
+    std::vector<Row> rows;
+    {
+      StmtUse s(ctx.stmt(
+          "SELECT seq, COALESCE(started_at, ?1), attempt, COALESCE(backend, '') FROM tasks "
+          "WHERE status = 'RUNNING'"));
+      s->bind(1, now_ms);
+      while (s->executeStep()) {
+        rows.push_back({s->getColumn(0).getInt64(), s->getColumn(1).getInt64(),
+                        s->getColumn(2).getInt(), s->getColumn(3).getString()});
+      }
+    }
+    for (const Row& r : rows) {
+      StmtUse s(ctx.stmt(
+          std::string(
+              "UPDATE tasks SET "
+              "status = CASE WHEN attempt >= max_attempts THEN 'FAILED' ELSE 'QUEUED' END, "
+              "error = CASE WHEN attempt >= max_attempts THEN "
+              "'interrupted by a restart; all ' || max_attempts || ' attempts are spent' "
+              "ELSE 'interrupted by a restart' END, "
+              "finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END, "
+              "next_attempt_at = NULL, "
+              "webhook_state = CASE WHEN attempt >= max_attempts AND webhook_url IS NOT NULL "
+              "THEN 'pending' END, "
+              "webhook_next_at = CASE WHEN attempt >= max_attempts AND webhook_url IS NOT NULL "
+              "THEN ?1 END "
+              "WHERE seq = ?2 AND status = 'RUNNING'") +
+          kReturning + ", status"));
+      s->bind(1, now_ms);
+      s->bind(2, r.seq);
+      if (!s->executeStep()) continue;
+      TaskState to = parse_task_state(s->getColumn(9).getString()).value_or(TaskState::kFailed);
+      ctx.changes.push_back(change_from_returning(*s, TaskState::kRunning, to, now_ms));
+      (to == TaskState::kQueued ? report.requeued : report.failed) += 1;
+      s->tryReset();
+      insert_attempt(ctx, r.seq,
+                     Attempt{r.attempt, r.backend, "interrupted", "the server stopped (crash)",
+                             r.started_at, now_ms - r.started_at});
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return report;
+}
+
+StatusOr<int> TaskStore::release_running(int64_t now_ms) {
+  int released = 0;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    StmtUse s(ctx.stmt(std::string("UPDATE tasks SET status = 'QUEUED', attempt = attempt - 1, "
+                                   "next_attempt_at = NULL, error = 'interrupted by shutdown' "
+                                   "WHERE status = 'RUNNING'") +
+                       kReturning));
+    while (s->executeStep()) {
+      ctx.changes.push_back(
+          change_from_returning(*s, TaskState::kRunning, TaskState::kQueued, now_ms));
+      ++released;
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return released;
+}
+
+Status TaskStore::record_webhook(int64_t seq, const WebhookDelivery& delivery,
+                                 const std::string& new_state, std::optional<int64_t> next_at) {
+  return write(true, [&](WriteContext& ctx) -> Status {
+    {
+      StmtUse s(ctx.stmt(
+          "INSERT OR REPLACE INTO webhook_deliveries (task_seq, number, at, status_code, error) "
+          "VALUES (?, ?, ?, ?, ?)"));
+      s->bind(1, seq);
+      s->bind(2, delivery.number);
+      s->bind(3, delivery.at);
+      s->bind(4, delivery.status_code);
+      bind_opt(*s, 5,
+               delivery.error.empty() ? std::nullopt : std::optional<std::string>(delivery.error));
+      s->exec();
+    }
+    StmtUse s(ctx.stmt("UPDATE tasks SET webhook_state = ?, webhook_next_at = ? WHERE seq = ?"));
+    s->bind(1, new_state);
+    bind_opt(*s, 2, next_at);
+    s->bind(3, seq);
+    s->exec();
+    return Status::Ok();
+  });
+}
+
+// ---- reads ----
+
+StatusOr<std::optional<Task>> TaskStore::get(const std::string& task_id, bool details) {
+  return guarded([&]() -> StatusOr<std::optional<Task>> {
+    auto conn = readers_->lease();
+    std::optional<Task> task;
+    {
+      StmtUse s(conn->cache.stmt(std::string("SELECT ") + kTaskColumns +
+                                 " FROM tasks WHERE task_id = ?"));
+      s->bind(1, task_id);
+      if (!s->executeStep()) return std::optional<Task>();
+      task = read_task(*s);
+    }
+    if (details) {
+      {
+        StmtUse s(conn->cache.stmt(
+            "SELECT number, backend, outcome, COALESCE(error, ''), started_at, duration_ms "
+            "FROM attempts WHERE task_seq = ? ORDER BY started_at, number"));
+        s->bind(1, task->seq);
+        while (s->executeStep()) {
+          task->attempts.push_back({s->getColumn(0).getInt(), s->getColumn(1).getString(),
+                                    s->getColumn(2).getString(), s->getColumn(3).getString(),
+                                    s->getColumn(4).getInt64(), s->getColumn(5).getInt64()});
+        }
+      }
+      StmtUse s(conn->cache.stmt(
+          "SELECT number, at, status_code, COALESCE(error, '') FROM webhook_deliveries "
+          "WHERE task_seq = ? ORDER BY number"));
+      s->bind(1, task->seq);
+      while (s->executeStep()) {
+        task->deliveries.push_back({s->getColumn(0).getInt(), s->getColumn(1).getInt64(),
+                                    s->getColumn(2).getInt(), s->getColumn(3).getString()});
+      }
+    }
+    return task;
+  });
+}
+
+StatusOr<std::optional<Task>> TaskStore::get_by_seq(int64_t seq) {
+  return guarded([&]() -> StatusOr<std::optional<Task>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(std::string("SELECT ") + kTaskColumns +
+                               " FROM tasks WHERE seq = ?"));
+    s->bind(1, seq);
+    if (!s->executeStep()) return std::optional<Task>();
+    return std::optional<Task>(read_task(*s));
+  });
+}
+
+StatusOr<std::vector<Task>> TaskStore::list(const ListQuery& q) {
+  return guarded([&]() -> StatusOr<std::vector<Task>> {
+    // One statement text per filter combination, so SQLite picks the right index for each.
+    std::string sql = std::string("SELECT ") + kTaskColumns + " FROM tasks WHERE seq < ?1";
+    if (q.status) sql += " AND status = ?2";
+    if (q.type) sql += " AND type = ?3";
+    sql += " ORDER BY seq DESC LIMIT ?4";
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(sql));
+    s->bind(1, q.before_seq.value_or(INT64_MAX));
+    if (q.status) s->bind(2, std::string(to_string(*q.status)));
+    if (q.type) s->bind(3, *q.type);
+    s->bind(4, q.limit);
+    std::vector<Task> out;
+    while (s->executeStep()) out.push_back(read_task(*s));
+    return out;
+  });
+}
+
+StatusOr<std::vector<ReadyRow>> TaskStore::fetch_ready(const std::string& type, size_t limit,
+                                                       const std::unordered_set<int64_t>& exclude,
+                                                       int64_t now_ms) {
+  return guarded([&]() -> StatusOr<std::vector<ReadyRow>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(
+        "SELECT seq, priority, task_id, COALESCE(backend, '') FROM tasks "
+        "WHERE status = 'QUEUED' AND type = ?1 "
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) "
+        "ORDER BY priority DESC, seq LIMIT ?3"));
+    s->bind(1, type);
+    s->bind(2, now_ms);
+    s->bind(3, static_cast<int64_t>(limit + exclude.size()));
+    std::vector<ReadyRow> out;
+    while (out.size() < limit && s->executeStep()) {
+      int64_t seq = s->getColumn(0).getInt64();
+      if (exclude.count(seq)) continue;
+      out.push_back({seq, s->getColumn(1).getInt(), s->getColumn(2).getString(),
+                     s->getColumn(3).getString()});
+    }
+    return out;
+  });
+}
+
+StatusOr<std::optional<int64_t>> TaskStore::next_due(const std::string& type, int64_t now_ms) {
+  return guarded([&]() -> StatusOr<std::optional<int64_t>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(
+        "SELECT MIN(next_attempt_at) FROM tasks WHERE status = 'QUEUED' AND type = ?1 "
+        "AND next_attempt_at IS NOT NULL AND next_attempt_at > ?2"));
+    s->bind(1, type);
+    s->bind(2, now_ms);
+    if (!s->executeStep()) return std::optional<int64_t>();
+    return opt_i64(s->getColumn(0));
+  });
+}
+
+StatusOr<int64_t> TaskStore::count_queued(const std::string& type) {
+  return guarded([&]() -> StatusOr<int64_t> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt("SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ?"));
+    s->bind(1, type);
+    s->executeStep();
+    return s->getColumn(0).getInt64();
+  });
+}
+
+StatusOr<int64_t> TaskStore::queue_position(const std::string& type, int priority, int64_t seq) {
+  return guarded([&]() -> StatusOr<int64_t> {
+    auto conn = readers_->lease();
+    // Two range counts on tasks_ready instead of one OR, which SQLite cannot range-scan.
+    StmtUse s(conn->cache.stmt(
+        "SELECT (SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ?1 "
+        "AND priority > ?2) + (SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' "
+        "AND type = ?1 AND priority = ?2 AND seq < ?3)"));
+    s->bind(1, type);
+    s->bind(2, priority);
+    s->bind(3, seq);
+    s->executeStep();
+    return s->getColumn(0).getInt64();
+  });
+}
+
+StatusOr<std::optional<int64_t>> TaskStore::oldest_queued_created_at(const std::string& type) {
+  return guarded([&]() -> StatusOr<std::optional<int64_t>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(
+        "SELECT created_at FROM tasks WHERE status = 'QUEUED' AND type = ? ORDER BY seq LIMIT 1"));
+    s->bind(1, type);
+    if (!s->executeStep()) return std::optional<int64_t>();
+    return std::optional<int64_t>(s->getColumn(0).getInt64());
+  });
+}
+
+StatusOr<std::map<std::string, int64_t>> TaskStore::count_by_status() {
+  return guarded([&]() -> StatusOr<std::map<std::string, int64_t>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt("SELECT status, COUNT(*) FROM tasks GROUP BY status"));
+    std::map<std::string, int64_t> out;
+    while (s->executeStep()) out[s->getColumn(0).getString()] = s->getColumn(1).getInt64();
+    return out;
+  });
+}
+
+StatusOr<std::vector<int64_t>> TaskStore::webhooks_due(int64_t now_ms, int limit) {
+  return guarded([&]() -> StatusOr<std::vector<int64_t>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(
+        "SELECT seq FROM tasks WHERE webhook_state = 'pending' AND webhook_next_at <= ? "
+        "ORDER BY webhook_next_at LIMIT ?"));
+    s->bind(1, now_ms);
+    s->bind(2, limit);
+    std::vector<int64_t> out;
+    while (s->executeStep()) out.push_back(s->getColumn(0).getInt64());
+    return out;
+  });
+}
+
+StatusOr<std::optional<int64_t>> TaskStore::next_webhook_due() {
+  return guarded([&]() -> StatusOr<std::optional<int64_t>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(
+        "SELECT MIN(webhook_next_at) FROM tasks WHERE webhook_state = 'pending'"));
+    if (!s->executeStep()) return std::optional<int64_t>();
+    return opt_i64(s->getColumn(0));
+  });
+}
+
+StatusOr<int64_t> TaskStore::count_all() {
+  return guarded([&]() -> StatusOr<int64_t> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt("SELECT COUNT(*) FROM tasks"));
+    s->executeStep();
+    return s->getColumn(0).getInt64();
+  });
+}
+
+Status TaskStore::check_writable() {
+  return write(false, [](WriteContext& ctx) -> Status {
+    StmtUse s(ctx.stmt("PRAGMA user_version"));
+    s->executeStep();
+    return Status::Ok();
+  });
+}
+
+}  // namespace ts
