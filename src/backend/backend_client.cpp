@@ -1,0 +1,173 @@
+#include "backend/backend_client.h"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "core/url.h"
+
+namespace ts {
+namespace {
+
+void set_timeouts(httplib::Client& cli, int64_t connect_ms, int64_t read_ms) {
+  cli.set_connection_timeout(connect_ms / 1000, (connect_ms % 1000) * 1000);
+  cli.set_read_timeout(read_ms / 1000, (read_ms % 1000) * 1000);
+  cli.set_write_timeout(read_ms / 1000, (read_ms % 1000) * 1000);
+}
+
+std::string truncate(std::string s, size_t n) {
+  if (s.size() > n) {
+    s.resize(n);
+    s += "...";
+  }
+  return s;
+}
+
+}  // namespace
+
+int64_t parse_retry_after_ms(const std::string& value) {
+  int64_t secs = 0;
+  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), secs);
+  if (ec != std::errc() || p != value.data() + value.size() || secs < 0) return 0;
+  return std::min<int64_t>(secs, 3600) * 1000;
+}
+
+BackendCall::BackendCall() = default;
+BackendCall::~BackendCall() = default;
+
+void BackendCall::abort(AbortReason reason) {
+  AbortReason expected = AbortReason::kNone;
+  reason_.compare_exchange_strong(expected, reason);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (client_) client_->stop();
+}
+
+BackendResponse BackendCall::run(const BackendRequest& request) {
+  BackendResponse out;
+  auto url = parse_url(request.base_url);
+  if (!url) {
+    out.result = CallResult::kBadRequest;
+    out.error = "backend url is not an http(s) URL: " + request.base_url;
+    return out;
+  }
+  httplib::Client cli(url->origin());
+  set_timeouts(cli, request.connect_timeout_ms, request.timeout_ms);
+  cli.set_keep_alive(false);
+  std::string path = url->path + request.path;
+
+  httplib::MultipartFormDataItems items;
+  if (request.file) {
+    std::ifstream in(request.file->path, std::ios::binary);
+    if (!in) {
+      out.result = CallResult::kBadRequest;
+      out.error = "cannot read the task's input file";
+      return out;
+    }
+    std::ostringstream data;
+    data << in.rdbuf();
+    items.push_back({"file", data.str(), request.file->filename, request.file->content_type});
+    // The payload's fields go along as form fields, as OpenAI-style transcription servers take
+    // them (model, language, response_format, ...).
+    auto payload = nlohmann::json::parse(request.body, nullptr, false);
+    if (payload.is_object()) {
+      for (auto& [k, v] : payload.items()) {
+        items.push_back({k, v.is_string() ? v.get<std::string>() : v.dump(), "", ""});
+      }
+    }
+  }
+
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (reason_.load() != AbortReason::kNone) {
+      out.result = reason_.load() == AbortReason::kTimeout ? CallResult::kTimeout
+                                                           : CallResult::kAborted;
+      out.error = "aborted before the request was sent";
+      return out;
+    }
+    client_ = &cli;
+  }
+  auto started = std::chrono::steady_clock::now();
+  httplib::Result res = request.file ? cli.Post(path.c_str(), items)
+                                     : cli.Post(path.c_str(), request.body, "application/json");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    client_ = nullptr;
+  }
+  auto elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - started)
+                        .count();
+
+  AbortReason reason = reason_.load();
+  if (reason == AbortReason::kTimeout) {
+    out.result = CallResult::kTimeout;
+    out.error = "timed out after " + std::to_string(elapsed_ms) + " ms";
+    return out;
+  }
+  if (reason != AbortReason::kNone) {
+    out.result = CallResult::kAborted;
+    out.error = reason == AbortReason::kCanceled ? "canceled" : "shutdown";
+    return out;
+  }
+  if (!res) {
+    httplib::Error err = res.error();
+    if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout ||
+        err == httplib::Error::BindIPAddress) {
+      out.result = CallResult::kConnectError;
+      out.error = "cannot connect: " + httplib::to_string(err);
+    } else if (err == httplib::Error::Read && elapsed_ms + 50 >= request.timeout_ms) {
+      out.result = CallResult::kTimeout;
+      out.error = "no answer within " + std::to_string(request.timeout_ms) + " ms";
+    } else {
+      out.result = CallResult::kConnectError;
+      out.error = "connection failed: " + httplib::to_string(err);
+    }
+    return out;
+  }
+  out.http_status = res->status;
+  out.content_type = res->get_header_value("Content-Type");
+  out.body = std::move(res->body);
+  int s = res->status;
+  if (s >= 200 && s < 300) {
+    out.result = CallResult::kOk;
+  } else if (s == 429 || s == 503) {
+    out.result = CallResult::kBusy;
+    out.retry_after_ms = parse_retry_after_ms(res->get_header_value("Retry-After"));
+    out.error = "backend busy: HTTP " + std::to_string(s);
+  } else if (s >= 400 && s < 500) {
+    out.result = CallResult::kClientError;
+    out.error = "backend rejected the task: HTTP " + std::to_string(s) + ": " +
+                truncate(out.body, 300);
+  } else {
+    out.result = CallResult::kServerError;
+    out.error = "backend error: HTTP " + std::to_string(s) + ": " + truncate(out.body, 300);
+  }
+  return out;
+}
+
+ProbeResult probe_health(const std::string& base_url, const std::string& path, int timeout_ms) {
+  ProbeResult out;
+  auto url = parse_url(base_url);
+  if (!url) {
+    out.error = "not an http(s) URL";
+    return out;
+  }
+  httplib::Client cli(url->origin());
+  set_timeouts(cli, timeout_ms, timeout_ms);
+  auto res = cli.Get((url->path + path).c_str());
+  if (!res) {
+    out.error = httplib::to_string(res.error());
+    return out;
+  }
+  if (res->status < 200 || res->status >= 300) {
+    out.error = "HTTP " + std::to_string(res->status);
+    return out;
+  }
+  out.ok = true;
+  return out;
+}
+
+}  // namespace ts

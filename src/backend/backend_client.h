@@ -1,0 +1,82 @@
+#pragma once
+// BackendCall: one HTTP request from a worker to a backend, abortable from another thread
+// (cancellation, shutdown, the attempt's deadline). probe_health(): one active health check.
+//
+// A BackendCall is used by one worker for one request; abort() is thread-safe and may come
+// before, during or after run(). Each call opens its own connection: backend calls take
+// seconds, so a connect per call costs nothing that matters, and an abort never poisons a
+// shared connection.
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+
+namespace httplib {
+class Client;
+}
+
+namespace ts {
+
+struct InputFile {
+  std::string path;      // on disk
+  std::string filename;  // as the client named it
+  std::string content_type;
+};
+
+struct BackendRequest {
+  std::string base_url;  // e.g. "http://127.0.0.1:9001" (may carry a path prefix)
+  std::string path;      // e.g. "/v1/images/generations"
+  std::string body;      // the task's payload, JSON
+  std::optional<InputFile> file;  // sent as multipart: `file` plus the payload's fields
+  int64_t timeout_ms = 60'000;
+  int64_t connect_timeout_ms = 5'000;
+};
+
+enum class CallResult {
+  kOk,           // 2xx
+  kClientError,  // 4xx other than 429
+  kServerError,  // 5xx other than 503
+  kBusy,         // 429 or 503
+  kConnectError,
+  kTimeout,
+  kAborted,      // abort() for cancel or shutdown
+  kBadRequest,   // we could not even build the request (bad URL, unreadable input file)
+};
+
+enum class AbortReason { kNone, kCanceled, kShutdown, kTimeout };
+
+struct BackendResponse {
+  CallResult result = CallResult::kConnectError;
+  int http_status = 0;
+  std::string body;
+  std::string content_type;
+  int64_t retry_after_ms = 0;
+  std::string error;  // human-readable, for the attempt list
+};
+
+class BackendCall {
+ public:
+  BackendCall();
+  ~BackendCall();
+  BackendResponse run(const BackendRequest& request);
+  void abort(AbortReason reason);
+  AbortReason abort_reason() const { return reason_.load(); }
+
+ private:
+  std::atomic<AbortReason> reason_{AbortReason::kNone};
+  std::mutex mu_;
+  httplib::Client* client_ = nullptr;  // guarded by mu_: set while run() is in its request
+};
+
+struct ProbeResult {
+  bool ok = false;
+  std::string error;
+};
+ProbeResult probe_health(const std::string& base_url, const std::string& path, int timeout_ms);
+
+// Parses a Retry-After value (delta-seconds only) into milliseconds; 0 when absent or odd.
+int64_t parse_retry_after_ms(const std::string& value);
+
+}  // namespace ts

@@ -1,0 +1,131 @@
+#pragma once
+// Balancer: the backends of one pool, their slots and their health, and the round-robin pick
+// over those that may take a request now.
+//
+// Thread-safe (one mutex). Health reaches it through two narrow reports, as in Envoy's
+// upstream module: report_probe() from the active checker, and the outcome passed to release()
+// by the worker that used the backend (passive checks). The listener hears, without the lock
+// held, that capacity may have grown (a slot freed, a backend back), so waiting workers look
+// again.
+//
+// A backend may take a request when all hold:
+//   - its probes say up     (fall failing probes in a row take it down, rise passing bring it up)
+//   - it is not ejected     (max_fails failing tasks in a row eject it for base·2^(n-1), capped)
+//   - it is not resting     (a 429/503 answer rests it for its Retry-After)
+//   - it has a free slot    (in-flight requests < slots)
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+
+namespace ts {
+
+struct BackendSpec {
+  std::string url;
+  int slots = 1;
+};
+
+struct HealthPolicy {
+  int fall = 3;
+  int rise = 2;
+  int max_fails = 3;  // task failures in a row that eject a backend
+  int64_t eject_base_ms = 5'000;
+  int64_t eject_max_ms = 300'000;
+  int64_t default_rest_ms = 1'000;  // a 429/503 without Retry-After
+};
+
+// How a request to a backend ended, from the backend's point of view.
+enum class CallOutcome {
+  kSuccess,      // 2xx
+  kClientError,  // 4xx other than 429: the task's fault, the backend is fine
+  kFailure,      // connection error, timeout, 5xx other than 503: counts against the backend
+  kBusy,         // 429/503: busy, not broken; it rests
+  kAborted,      // we aborted it (cancel, shutdown): says nothing about the backend
+};
+
+struct Lease {
+  size_t index = 0;
+  std::string url;
+};
+
+struct BackendSnapshot {
+  std::string url;
+  std::string state;  // "up", "down", "ejected", "busy"
+  int64_t since_ms = 0;
+  int slots = 0;
+  int slots_busy = 0;
+  int64_t successes = 0;
+  int64_t failures = 0;
+  int64_t client_errors = 0;
+  int64_t ejections = 0;
+  std::string last_error;
+  int64_t last_error_at_ms = 0;
+  double latency_mean_ms = 0;
+  double latency_p95_ms = 0;
+  int64_t ejected_until_ms = 0;
+  int64_t resting_until_ms = 0;
+};
+
+class Balancer {
+ public:
+  Balancer(std::string pool, std::vector<BackendSpec> backends, HealthPolicy policy,
+           const Clock& clock);
+
+  // Set once, before use.
+  void set_listener(std::function<void()> listener) { listener_ = std::move(listener); }
+
+  // True when some backend may take a request now.
+  bool has_free_slot() const;
+  // Reserves a slot on the next backend round-robin that may take a request, preferring one
+  // other than `avoid` (the backend a retry failed on). nullopt when none may.
+  std::optional<Lease> acquire(const std::string& avoid);
+  // Frees the slot and records how the call went.
+  void release(const Lease& lease, CallOutcome outcome, int64_t latency_ms,
+               const std::string& error, int64_t rest_ms = 0);
+  // The active health checker's verdict on one probe.
+  void report_probe(size_t index, bool ok, const std::string& error);
+
+  std::vector<BackendSnapshot> snapshot() const;
+  const std::string& pool() const { return pool_; }
+  size_t size() const { return backends_.size(); }
+  int total_slots() const;
+  std::string url(size_t index) const { return backends_[index].spec.url; }
+  int usable_count() const;  // backends up and not ejected (resting ones count)
+
+ private:
+  struct Backend {
+    BackendSpec spec;
+    bool probe_up = true;  // optimistic at start; the first probe runs at once
+    int probe_fails = 0;
+    int probe_passes = 0;
+    int task_fails_in_row = 0;
+    int ejections_in_row = 0;
+    int64_t ejected_until = 0;
+    int64_t resting_until = 0;
+    int64_t since = 0;
+    int in_flight = 0;
+    int64_t successes = 0, failures = 0, client_errors = 0, ejections = 0;
+    std::string last_error;
+    int64_t last_error_at = 0;
+    std::deque<int64_t> latencies;  // most recent calls, newest last
+  };
+  bool may_take(const Backend& b, int64_t now) const;
+  void notify();
+
+  const std::string pool_;
+  const HealthPolicy policy_;
+  const Clock& clock_;
+  std::function<void()> listener_;
+
+  mutable std::mutex mu_;
+  std::vector<Backend> backends_;  // guarded by mu_ (the vector's size never changes)
+  size_t next_ = 0;                // guarded by mu_: where the round-robin scan starts
+};
+
+}  // namespace ts

@@ -1,0 +1,51 @@
+#include "balancer/health_checker.h"
+
+#include <chrono>
+
+namespace ts {
+
+HealthChecker::HealthChecker(Balancer& balancer, HealthCheckOptions options, Probe probe)
+    : balancer_(balancer), options_(std::move(options)), probe_(std::move(probe)) {
+  if (!probe_) {
+    probe_ = [path = options_.path, timeout = options_.timeout_ms](const std::string& url) {
+      return probe_health(url, path, timeout);
+    };
+  }
+}
+
+HealthChecker::~HealthChecker() { stop(); }
+
+void HealthChecker::start() {
+  for (size_t i = 0; i < balancer_.size(); ++i) {
+    threads_.emplace_back([this, i] { loop(i); });
+  }
+}
+
+void HealthChecker::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+void HealthChecker::loop(size_t index) {
+  const std::string url = balancer_.url(index);
+  for (;;) {
+    auto next = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.interval_ms);
+    ProbeResult r = probe_(url);
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    balancer_.report_probe(index, r.ok, r.error);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (cv_.wait_until(lock, next, [&] { return stopping_; })) return;
+  }
+}
+
+}  // namespace ts

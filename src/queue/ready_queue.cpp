@@ -1,0 +1,184 @@
+#include "queue/ready_queue.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace ts {
+namespace {
+
+// After a due retry, the feeder looks at this many of the best rows even when the channel is
+// full, so a due retry that outranks the channel's tail displaces it.
+constexpr size_t kDueLookahead = 64;
+constexpr int64_t kIdlePollMs = 1000;
+
+}  // namespace
+
+ReadyQueue::ReadyQueue(Options options, Source source, const Clock& clock)
+    : options_(std::move(options)),
+      source_(std::move(source)),
+      clock_(clock),
+      channel_(options_.capacity) {}
+
+ReadyQueue::~ReadyQueue() { stop(); }
+
+void ReadyQueue::start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  more_in_store_ = true;
+  ++spill_gen_;
+  next_due_ = clock_.now_ms();  // look for due retries at once
+  feeder_ = std::thread([this] { feeder_loop(); });
+}
+
+void ReadyQueue::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  workers_cv_.notify_all();
+  feeder_cv_.notify_all();
+  if (feeder_.joinable()) feeder_.join();
+}
+
+void ReadyQueue::offer_locked(QueueItem item) {
+  if (taken_.count(item.seq)) return;
+  std::optional<QueueItem> evicted;
+  if (channel_.offer(std::move(item), &evicted) == Channel::Offer::kRejected || evicted) {
+    more_in_store_ = true;
+    ++spill_gen_;
+  }
+}
+
+void ReadyQueue::offer(QueueItem item) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    offer_locked(std::move(item));
+  }
+  workers_cv_.notify_one();
+}
+
+void ReadyQueue::give_back(QueueItem item) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    taken_.erase(item.seq);
+    offer_locked(std::move(item));
+  }
+  workers_cv_.notify_one();
+}
+
+void ReadyQueue::schedule(int64_t due_ms) {
+  bool sooner;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sooner = !next_due_ || due_ms < *next_due_;
+    if (sooner) next_due_ = due_ms;
+  }
+  if (sooner) feeder_cv_.notify_one();
+}
+
+void ReadyQueue::release(int64_t seq) {
+  bool low;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    taken_.erase(seq);
+    low = more_in_store_ && channel_.size() <= channel_.capacity() / 2;
+  }
+  if (low) feeder_cv_.notify_one();
+}
+
+void ReadyQueue::remove(int64_t seq) {
+  std::lock_guard<std::mutex> lock(mu_);
+  channel_.remove(seq);
+}
+
+void ReadyQueue::wake() {
+  { std::lock_guard<std::mutex> lock(mu_); }
+  workers_cv_.notify_all();
+}
+
+std::optional<QueueItem> ReadyQueue::take(const std::function<bool(const QueueItem&)>& try_start,
+                                          int max_wait_ms) {
+  std::unique_lock<std::mutex> lock(mu_);
+  bool ready = workers_cv_.wait_for(lock, std::chrono::milliseconds(max_wait_ms), [&] {
+    if (stopping_) return true;
+    const QueueItem* front = channel_.front();
+    return front != nullptr && try_start(*front);
+  });
+  if (!ready || stopping_) return std::nullopt;
+  std::optional<QueueItem> item = channel_.pop_front();
+  taken_.insert(item->seq);
+  bool low = more_in_store_ && channel_.size() <= channel_.capacity() / 2;
+  lock.unlock();
+  if (low) feeder_cv_.notify_one();
+  return item;
+}
+
+size_t ReadyQueue::size() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return channel_.size();
+}
+
+size_t ReadyQueue::held_by_workers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return taken_.size();
+}
+
+std::vector<QueueItem> ReadyQueue::snapshot() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return channel_.items();
+}
+
+void ReadyQueue::feeder_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    int64_t now = clock_.now_ms();
+    bool due = next_due_ && now >= *next_due_;
+    bool low = more_in_store_ && channel_.size() <= channel_.capacity() / 2;
+    if (!due && !low) {
+      int64_t wait_ms = kIdlePollMs;
+      if (next_due_) wait_ms = std::clamp<int64_t>(*next_due_ - now, 1, kIdlePollMs);
+      feeder_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
+      continue;
+    }
+    if (due) {
+      // The due tasks are in the store and not here: let the fill below find them.
+      next_due_.reset();
+      more_in_store_ = true;
+      ++spill_gen_;
+    }
+    std::unordered_set<int64_t> exclude = taken_;
+    for (const QueueItem& item : channel_.items()) exclude.insert(item.seq);
+    size_t want = channel_.capacity() - channel_.size();
+    if (due) want = std::max(want, std::min(kDueLookahead, channel_.capacity()));
+    uint64_t gen = spill_gen_;
+    lock.unlock();
+
+    auto rows = source_.fetch(want, exclude, now);
+    std::optional<int64_t> next;
+    bool next_ok = true;
+    if (due) {
+      auto nd = source_.next_due(now);
+      if (nd.ok()) {
+        next = *nd;
+      } else {
+        next_ok = false;
+      }
+    }
+
+    lock.lock();
+    if (!rows.ok() || !next_ok) {
+      spdlog::warn("queue {}: feeder cannot read the store: {}", options_.name,
+                   rows.ok() ? "next_due failed" : rows.status().message());
+      if (due) next_due_ = now + kIdlePollMs;
+      feeder_cv_.wait_for(lock, std::chrono::milliseconds(kIdlePollMs));
+      continue;
+    }
+    for (QueueItem& item : *rows) offer_locked(std::move(item));
+    if (rows->size() < want && spill_gen_ == gen) more_in_store_ = false;
+    if (next && (!next_due_ || *next < *next_due_)) next_due_ = next;
+    if (!rows->empty()) workers_cv_.notify_all();
+  }
+}
+
+}  // namespace ts

@@ -1,0 +1,94 @@
+#pragma once
+// ReadyQueue is one pool's queue: a bounded Channel in memory, refilled by a feeder thread from
+// the store, which holds the whole backlog. Memory stays channel-sized however long the backlog.
+//
+// Thread-safe. Workers block in take() until an item is at the front *and* the caller's
+// try_start accepts it (a backend slot is free), so a task leaves the queue only when it can
+// run: queued tasks stay cancellable and their positions true. The queue does not know the
+// store: the feeder reads it through the injected Source.
+//
+// "Held" tasks are those in the channel or taken by a worker and not yet released; the
+// feeder never brings a held task in twice.
+
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/status.h"
+#include "queue/channel.h"
+
+namespace ts {
+
+class ReadyQueue {
+ public:
+  struct Options {
+    std::string name;  // the pool, for logs
+    size_t capacity = 1024;
+  };
+  struct Source {
+    // Ready tasks due by `now`, best first, none of `exclude`, at most `limit`.
+    std::function<StatusOr<std::vector<QueueItem>>(size_t limit,
+                                                   const std::unordered_set<int64_t>& exclude,
+                                                   int64_t now)>
+        fetch;
+    // The earliest time after `now` at which a delayed task falls due.
+    std::function<StatusOr<std::optional<int64_t>>(int64_t now)> next_due;
+  };
+
+  ReadyQueue(Options options, Source source, const Clock& clock);
+  ~ReadyQueue();
+
+  // Starts the feeder; the store may hold a backlog (after a restart), so it looks at once.
+  void start();
+  // Stops the feeder and makes every take() return nullopt.
+  void stop();
+
+  // A committed task that is ready now (new, or put back without delay).
+  void offer(QueueItem item);
+  // A worker gives back a task it held, and it is ready again at once.
+  void give_back(QueueItem item);
+  // A task that waits in the store until due_ms (a retry after backoff).
+  void schedule(int64_t due_ms);
+  // A worker is finished with a task it took.
+  void release(int64_t seq);
+  // A canceled task leaves the channel.
+  void remove(int64_t seq);
+  // Something outside changed (a slot freed, a backend came back): workers look again.
+  void wake();
+
+  // Blocks until the front item is accepted by try_start (called with the lock held; it must
+  // not call back into this queue), the queue is stopped, or max_wait_ms passes.
+  std::optional<QueueItem> take(const std::function<bool(const QueueItem&)>& try_start,
+                                int max_wait_ms);
+
+  size_t size() const;
+  size_t held_by_workers() const;
+  // The channel's items, best first (for tests and stats).
+  std::vector<QueueItem> snapshot() const;
+
+ private:
+  void feeder_loop();
+  void offer_locked(QueueItem item);
+
+  const Options options_;
+  const Source source_;
+  const Clock& clock_;
+
+  mutable std::mutex mu_;
+  std::condition_variable workers_cv_;
+  std::condition_variable feeder_cv_;
+  Channel channel_;                     // guarded by mu_
+  std::unordered_set<int64_t> taken_;   // guarded by mu_: taken by workers, not yet released
+  bool more_in_store_ = true;           // guarded by mu_: the store may hold ready tasks not here
+  uint64_t spill_gen_ = 0;              // guarded by mu_: bumped whenever more_in_store_ is set
+  std::optional<int64_t> next_due_;     // guarded by mu_
+  bool stopping_ = false;               // guarded by mu_
+  std::thread feeder_;
+};
+
+}  // namespace ts
