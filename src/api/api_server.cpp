@@ -1,0 +1,922 @@
+#include "api/api_server.h"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "api/openapi.h"
+#include "api/task_json.h"
+#include "backend/png.h"
+#include "core/base64.h"
+#include "core/embedded.h"
+#include "core/ids.h"
+#include "core/metrics.h"
+#include "core/time_format.h"
+
+namespace ts {
+namespace {
+
+using nlohmann::json;
+using httplib::Request;
+using httplib::Response;
+
+// Per-request bookkeeping for metrics: set by the pre-routing handler and the route wrapper,
+// read by the logger, all on the thread that serves the request.
+thread_local const char* t_route = "unmatched";
+thread_local std::chrono::steady_clock::time_point t_start;
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void send_json(Response& res, int status, const json& j) {
+  res.status = status;
+  res.set_content(dump(j), "application/json");
+}
+
+void send_error(Response& res, const Status& st) {
+  res.status = http_status(st.code());
+  if (st.retry_after_s() > 0) res.set_header("Retry-After", std::to_string(st.retry_after_s()));
+  res.set_content(error_body(st), "application/json");
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The media type of the request without parameters, lower case ("" when absent).
+std::string media_type(const Request& req) {
+  std::string ct = req.get_header_value("Content-Type");
+  ct = ct.substr(0, ct.find(';'));
+  while (!ct.empty() && std::isspace(static_cast<unsigned char>(ct.back()))) ct.pop_back();
+  while (!ct.empty() && std::isspace(static_cast<unsigned char>(ct.front()))) ct.erase(0, 1);
+  return lower(ct);
+}
+
+// JSON bodies may be declared as JSON, or as what curl -d and simple clients send by default.
+Status check_json_body_type(const Request& req) {
+  std::string mt = media_type(req);
+  if (mt.empty() || mt == "application/json" || mt == "application/x-www-form-urlencoded" ||
+      mt == "text/plain" || (mt.size() > 5 && mt.compare(mt.size() - 5, 5, "+json") == 0)) {
+    return Status::Ok();
+  }
+  return Status(Code::kUnsupportedMedia, "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json), not " + mt);
+}
+
+Status too_large(size_t limit) {
+  return Status(Code::kTooLarge, "payload_too_large",
+                "the body is larger than the limit of " + std::to_string(limit) + " bytes");
+}
+
+StatusOr<int> int_param(const Request& req, const char* name, int lo, int hi, int dflt) {
+  if (!req.has_param(name)) return dflt;
+  std::string v = req.get_param_value(name);
+  int n = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size() || n < lo || n > hi) {
+    return Status::Invalid(name, std::string(name) + " must be an integer from " +
+                                     std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  return n;
+}
+
+std::optional<std::string> header_opt(const Request& req, const char* name) {
+  if (!req.has_header(name)) return std::nullopt;
+  return req.get_header_value(name);
+}
+
+std::array<unsigned char, SHA256_DIGEST_LENGTH> sha256(const std::string& s) {
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> d{};
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d.data());
+  return d;
+}
+
+const char* mime_for(const std::string& name) {
+  auto ends = [&](const char* ext) {
+    std::string e(ext);
+    return name.size() >= e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0;
+  };
+  if (ends(".html")) return "text/html; charset=utf-8";
+  if (ends(".js")) return "text/javascript; charset=utf-8";
+  if (ends(".css")) return "text/css; charset=utf-8";
+  if (ends(".svg")) return "image/svg+xml";
+  if (ends(".png")) return "image/png";
+  if (ends(".json")) return "application/json";
+  return "application/octet-stream";
+}
+
+std::string sniff_image_type(const std::string& bytes) {
+  if (looks_like_png(bytes)) return "image/png";
+  if (bytes.size() > 3 && static_cast<unsigned char>(bytes[0]) == 0xff &&
+      static_cast<unsigned char>(bytes[1]) == 0xd8) {
+    return "image/jpeg";
+  }
+  if (bytes.size() > 12 && bytes.compare(0, 4, "RIFF") == 0 && bytes.compare(8, 4, "WEBP") == 0) {
+    return "image/webp";
+  }
+  return "application/octet-stream";
+}
+
+json event_json(const TaskEvent& e) {
+  json j = {{"id", e.id},
+            {"task_id", e.task_id},
+            {"type", e.type},
+            {"status", std::string(to_string(e.status))},
+            {"previous_status", e.from ? json(std::string(to_string(*e.from))) : json(nullptr)},
+            {"attempt", e.attempt},
+            {"at", format_rfc3339_ms(e.at_ms)}};
+  if (!e.backend.empty()) j["backend"] = e.backend;
+  if (!e.error.empty()) j["error"] = e.error;
+  return j;
+}
+
+bool sse_write(httplib::DataSink& sink, const std::string& text) {
+  return sink.write(text.data(), text.size());
+}
+
+std::string sse_event(const json& data, std::optional<uint64_t> id,
+                      const std::string& event = "") {
+  std::string out;
+  if (id) out += "id: " + std::to_string(*id) + "\n";
+  if (!event.empty()) out += "event: " + event + "\n";
+  out += "data: " + dump(data) + "\n\n";
+  return out;
+}
+
+// A multipart part as it streams in: `file` goes to a temporary file, small fields to memory.
+struct PartSink {
+  std::string name, filename, content_type;
+  std::string data;  // for fields
+  FILE* file = nullptr;
+  std::string temp_path;
+  int64_t file_size = 0;
+};
+
+}  // namespace
+
+struct ApiServer::Impl {
+  ApiOptions opt;
+  TaskService& svc;
+  ServerView view;
+  Metrics& metrics;
+  const BlobStore& inputs;
+  std::vector<std::array<unsigned char, SHA256_DIGEST_LENGTH>> token_hashes;
+  RouteTable routes;
+
+  Impl(ApiOptions o, TaskService& s, ServerView v, Metrics& m, const BlobStore& in)
+      : opt(std::move(o)), svc(s), view(std::move(v)), metrics(m), inputs(in) {
+    for (const auto& t : opt.api_tokens) token_hashes.push_back(sha256(t));
+  }
+
+  bool authorized(const Request& req) const {
+    if (token_hashes.empty()) return true;
+    std::string auth = req.get_header_value("Authorization");
+    if (auth.size() < 8 || lower(auth.substr(0, 7)) != "bearer ") return false;
+    auto given = sha256(auth.substr(7));
+    bool ok = false;
+    // Compare with every token, always, in constant time: the answer's timing tells nothing
+    // about which bytes matched.
+    for (const auto& h : token_hashes) ok |= CRYPTO_memcmp(given.data(), h.data(), h.size()) == 0;
+    return ok;
+  }
+
+  // Reads a non-multipart body through the content reader, up to `limit` bytes.
+  Status read_body(const httplib::ContentReader& reader, size_t limit, std::string* body) {
+    bool over = false;
+    reader([&](const char* data, size_t len) {
+      if (body->size() + len > limit) {
+        over = true;
+        return false;
+      }
+      body->append(data, len);
+      return true;
+    });
+    if (over) return too_large(limit);
+    return Status::Ok();
+  }
+
+  // Streams a multipart body: the `file` part to a temp file in inputs/ (fsynced), the other
+  // parts (bounded) into `fields`.
+  Status read_multipart(const httplib::ContentReader& reader, std::optional<Upload>* upload,
+                        std::map<std::string, std::string>* fields) {
+    std::vector<PartSink> parts;
+    Status failure;
+    size_t field_bytes = 0;
+    reader(
+        [&](const httplib::MultipartFormData& header) {
+          PartSink p;
+          p.name = header.name;
+          p.filename = header.filename;
+          p.content_type = header.content_type;
+          if (p.name == "file") {
+            if (upload->has_value() || std::any_of(parts.begin(), parts.end(), [](const PartSink& q) {
+                  return q.name == "file";
+                })) {
+              failure = Status::Invalid("file", "only one part named file is allowed");
+              return false;
+            }
+            p.temp_path = inputs.temp_path();
+            p.file = std::fopen(p.temp_path.c_str(), "wb");
+            if (!p.file) {
+              failure = Status::Unavailable("storage_unavailable", "cannot store the upload");
+              return false;
+            }
+          }
+          parts.push_back(std::move(p));
+          return true;
+        },
+        [&](const char* data, size_t len) {
+          if (parts.empty()) return false;
+          PartSink& p = parts.back();
+          if (p.file) {
+            if (static_cast<size_t>(p.file_size) + len > opt.max_upload) {
+              failure = too_large(opt.max_upload);
+              return false;
+            }
+            if (std::fwrite(data, 1, len, p.file) != len) {
+              failure = Status::Unavailable("storage_unavailable", "cannot store the upload");
+              return false;
+            }
+            p.file_size += static_cast<int64_t>(len);
+            return true;
+          }
+          field_bytes += len;
+          if (field_bytes > opt.max_body) {
+            failure = too_large(opt.max_body);
+            return false;
+          }
+          p.data.append(data, len);
+          return true;
+        });
+    Status st = failure;
+    for (PartSink& p : parts) {
+      if (p.file) {
+        bool ok = std::fflush(p.file) == 0 && ::fsync(fileno(p.file)) == 0;
+        std::fclose(p.file);
+        if (!ok && st.ok()) st = Status::Unavailable("storage_unavailable", "cannot store the upload");
+        if (st.ok()) {
+          *upload = Upload{p.temp_path, p.filename.empty() ? "upload" : p.filename,
+                           p.content_type.empty() ? "application/octet-stream" : p.content_type,
+                           p.file_size};
+        } else {
+          std::remove(p.temp_path.c_str());
+        }
+      } else {
+        (*fields)[p.name] = std::move(p.data);
+      }
+    }
+    if (!st.ok() && upload->has_value()) {
+      std::remove((*upload)->temp_path.c_str());
+      upload->reset();
+    }
+    return st;
+  }
+
+  void reply_submit(Response& res, const StatusOr<SubmitOutcome>& out) {
+    if (!out.ok()) return send_error(res, out.status());
+    if (out->created) {
+      metrics.tasks_submitted.inc({out->task.type});
+      res.set_header("Location", "/api/v1/tasks/" + out->task.task_id);
+    }
+    send_json(res, out->created ? 202 : 200, task_to_json(out->task, false));
+  }
+
+  // POST /api/v1/tasks: JSON, or multipart with a `task` part and an optional `file`.
+  void submit(const Request& req, Response& res, const httplib::ContentReader& reader) {
+    if (req.is_multipart_form_data()) {
+      std::optional<Upload> upload;
+      std::map<std::string, std::string> fields;
+      Status st = read_multipart(reader, &upload, &fields);
+      if (!st.ok()) return send_error(res, st);
+      auto discard = [&] {
+        if (upload) std::remove(upload->temp_path.c_str());
+      };
+      auto it = fields.find("task");
+      if (it == fields.end()) {
+        discard();
+        return send_error(res, Status::Invalid("task", "a multipart submit needs a part named "
+                                                       "task holding the task's JSON"));
+      }
+      auto task = parse_task_request(it->second);
+      if (task.ok()) st = apply_idempotency_header(*task, header_opt(req, "Idempotency-Key"));
+      if (!task.ok() || !st.ok()) {
+        discard();
+        return send_error(res, task.ok() ? st : task.status());
+      }
+      return reply_submit(res, svc.submit(std::move(*task), std::move(upload)));
+    }
+    Status st = check_json_body_type(req);
+    if (!st.ok()) return send_error(res, st);
+    std::string body;
+    st = read_body(reader, opt.max_body, &body);
+    if (!st.ok()) return send_error(res, st);
+    auto task = parse_task_request(body);
+    if (!task.ok()) return send_error(res, task.status());
+    st = apply_idempotency_header(*task, header_opt(req, "Idempotency-Key"));
+    if (!st.ok()) return send_error(res, st);
+    reply_submit(res, svc.submit(std::move(*task)));
+  }
+
+  // POST /api/v1/audio/async: multipart `file` (+ optional `task` JSON, + form fields that go
+  // into the payload) → a transcribe task.
+  void submit_audio(const Request& req, Response& res, const httplib::ContentReader& reader) {
+    if (!req.is_multipart_form_data()) {
+      return send_error(res, Status(Code::kUnsupportedMedia, "unsupported_media_type",
+                                    "send the audio as multipart/form-data with a part named file"));
+    }
+    std::optional<Upload> upload;
+    std::map<std::string, std::string> fields;
+    Status st = read_multipart(reader, &upload, &fields);
+    if (!st.ok()) return send_error(res, st);
+    if (!upload) return send_error(res, Status::Invalid("file", "a part named file is required"));
+    NewTask task;
+    task.type = "transcribe";
+    json payload = json::object();
+    if (auto it = fields.find("task"); it != fields.end()) {
+      auto j = parse_json_bounded(it->second);
+      StatusOr<NewTask> parsed = j.ok() ? [&]() -> StatusOr<NewTask> {
+        json with_type = *j;
+        if (with_type.is_object()) with_type["type"] = "transcribe";
+        return task_from_json(with_type);
+      }() : StatusOr<NewTask>(j.status());
+      if (!parsed.ok()) {
+        std::remove(upload->temp_path.c_str());
+        return send_error(res, parsed.status());
+      }
+      task = std::move(*parsed);
+      payload = json::parse(task.payload, nullptr, false);
+      fields.erase(it);
+    }
+    for (auto& [k, v] : fields) payload[k] = v;
+    task.payload = dump(payload);
+    st = apply_idempotency_header(task, header_opt(req, "Idempotency-Key"));
+    if (!st.ok()) {
+      std::remove(upload->temp_path.c_str());
+      return send_error(res, st);
+    }
+    reply_submit(res, svc.submit(std::move(task), std::move(upload)));
+  }
+
+  void submit_image(const Request& req, Response& res) {
+    Status st = check_json_body_type(req);
+    if (!st.ok()) return send_error(res, st);
+    if (req.body.size() > opt.max_body) return send_error(res, too_large(opt.max_body));
+    auto task = parse_image_request(req.body);
+    if (!task.ok()) return send_error(res, task.status());
+    st = apply_idempotency_header(*task, header_opt(req, "Idempotency-Key"));
+    if (!st.ok()) return send_error(res, st);
+    reply_submit(res, svc.submit(std::move(*task)));
+  }
+
+  void submit_batch(const Request& req, Response& res) {
+    Status st = check_json_body_type(req);
+    if (!st.ok()) return send_error(res, st);
+    if (req.body.size() > opt.max_body) return send_error(res, too_large(opt.max_body));
+    auto tasks = parse_batch_request(req.body);
+    if (!tasks.ok()) return send_error(res, tasks.status());
+    auto out = svc.submit_batch(std::move(*tasks));
+    if (!out.ok()) return send_error(res, out.status());
+    json list = json::array();
+    json ids = json::array();
+    bool any_created = false;
+    for (const SubmitOutcome& o : *out) {
+      json t = task_to_json(o.task, false);
+      t["created"] = o.created;
+      if (o.created) {
+        metrics.tasks_submitted.inc({o.task.type});
+        any_created = true;
+      }
+      ids.push_back(o.task.task_id);
+      list.push_back(std::move(t));
+    }
+    send_json(res, any_created ? 202 : 200, {{"task_ids", ids}, {"tasks", list}});
+  }
+
+  void get_task(const std::string& id, const Request& req, Response& res) {
+    auto wait = int_param(req, "wait", 0, opt.max_wait_s, 0);
+    if (!wait.ok()) return send_error(res, wait.status());
+    auto view = svc.get(id, std::chrono::seconds(*wait));
+    if (!view.ok()) return send_error(res, view.status());
+    send_json(res, 200, task_to_json(*view, true));
+  }
+
+  void list_tasks(const Request& req, Response& res) {
+    if (req.has_param("task_id")) return get_task(req.get_param_value("task_id"), req, res);
+    std::optional<TaskState> status;
+    if (req.has_param("status")) {
+      std::string s = req.get_param_value("status");
+      for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      status = parse_task_state(s);
+      if (!status) {
+        return send_error(res, Status::Invalid("status", "status must be one of QUEUED, RUNNING, "
+                                                         "DONE, FAILED, CANCELED"));
+      }
+    }
+    std::optional<std::string> type;
+    if (req.has_param("type")) {
+      type = req.get_param_value("type");
+      if (!is_valid_type_name(*type)) {
+        return send_error(res, Status::Invalid("type", "type must name a pool"));
+      }
+    }
+    auto limit = int_param(req, "limit", 1, 1000, 50);
+    if (!limit.ok()) return send_error(res, limit.status());
+    std::optional<std::string> cursor;
+    if (req.has_param("cursor") && !req.get_param_value("cursor").empty()) {
+      cursor = req.get_param_value("cursor");
+    }
+    auto page = svc.list(status, type, *limit, cursor);
+    if (!page.ok()) return send_error(res, page.status());
+    json tasks = json::array();
+    for (const Task& t : page->tasks) tasks.push_back(task_to_json(t, false));
+    send_json(res, 200,
+              {{"tasks", tasks},
+               {"next_cursor", page->next_cursor ? json(*page->next_cursor) : json(nullptr)}});
+  }
+
+  void cancel(const std::string& id, Response& res) {
+    auto t = svc.cancel(id);
+    if (!t.ok()) return send_error(res, t.status());
+    send_json(res, 200, task_to_json(*t, true));
+  }
+
+  void result(const std::string& id, Response& res) {
+    auto blob = svc.result(id);
+    if (!blob.ok()) return send_error(res, blob.status());
+    res.status = 200;
+    res.set_content(std::move(blob->bytes), blob->content_type);
+  }
+
+  // GET /api/images/{id}: the first image of an OpenAI-style answer, decoded.
+  void image(const std::string& id, Response& res) {
+    auto blob = svc.result(id);
+    if (!blob.ok()) return send_error(res, blob.status());
+    json j = json::parse(blob->bytes, nullptr, false);
+    const json* b64 = nullptr;
+    if (j.is_object() && j.contains("data") && j["data"].is_array() && !j["data"].empty() &&
+        j["data"][0].is_object() && j["data"][0].contains("b64_json") &&
+        j["data"][0]["b64_json"].is_string()) {
+      b64 = &j["data"][0]["b64_json"];
+    }
+    if (!b64) {
+      return send_error(res, Status::Conflict("no_image",
+                                              "the backend's answer holds no data[0].b64_json "
+                                              "image; GET /api/v1/tasks/" + id +
+                                                  "/result returns it as it came"));
+    }
+    auto bytes = base64_decode(b64->get_ref<const std::string&>());
+    if (!bytes) {
+      return send_error(res, Status::Conflict("no_image", "data[0].b64_json is not valid base64"));
+    }
+    std::string type = sniff_image_type(*bytes);
+    res.status = 200;
+    res.set_header("Cache-Control", "private, max-age=86400, immutable");
+    res.set_content(std::move(*bytes), type);
+  }
+
+  void task_events(const std::string& id, Response& res) {
+    auto first = svc.get(id, std::chrono::milliseconds(0));
+    uint64_t cursor = svc.events().last_id();
+    // Read again after taking the cursor: a change between the two reads is then both in the
+    // snapshot and among the events, and the duplicate is skipped below, never lost.
+    first = svc.get(id, std::chrono::milliseconds(0));
+    if (!first.ok()) return send_error(res, first.status());
+    struct State {
+      uint64_t cursor;
+      json initial;
+      TaskState last_status;
+      int last_attempt;
+      bool sent_initial = false;
+    };
+    auto state = std::make_shared<State>(
+        State{cursor, task_to_json(*first, true), first->task.status, first->task.attempt});
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    int heartbeat = opt.sse_heartbeat_s;
+    res.set_chunked_content_provider(
+        "text/event-stream", [this, state, id, heartbeat](size_t, httplib::DataSink& sink) {
+          if (!state->sent_initial) {
+            state->sent_initial = true;
+            json data = {{"task_id", id},
+                         {"status", state->initial["status"]},
+                         {"attempt", state->initial["attempt"]},
+                         {"task", state->initial}};
+            if (!sse_write(sink, "retry: 2000\n" + sse_event(data, state->cursor))) return false;
+            if (is_final(state->last_status)) sink.done();
+            return true;
+          }
+          if (svc.shutting_down()) {
+            sink.done();
+            return true;
+          }
+          auto events = svc.events().wait_after(
+              &state->cursor, std::chrono::seconds(heartbeat),
+              [&](const TaskEvent& e) { return e.task_id == id; }, nullptr);
+          if (events.empty()) return sse_write(sink, ": keep-alive\n\n");
+          for (const TaskEvent& e : events) {
+            if (e.status == state->last_status && e.attempt == state->last_attempt) continue;
+            state->last_status = e.status;
+            state->last_attempt = e.attempt;
+            json data = event_json(e);
+            if (is_final(e.status)) {
+              auto t = svc.get(id, std::chrono::milliseconds(0));
+              if (t.ok()) data["task"] = task_to_json(*t, true);
+            }
+            if (!sse_write(sink, sse_event(data, e.id))) return false;
+            if (is_final(e.status)) {
+              sink.done();
+              return true;
+            }
+          }
+          return true;
+        });
+  }
+
+  void all_events(const Request& req, Response& res) {
+    uint64_t cursor = svc.events().last_id();
+    std::string last = req.get_header_value("Last-Event-ID");
+    if (last.empty()) last = req.get_param_value("after");
+    if (!last.empty()) {
+      uint64_t v = 0;
+      auto [p, ec] = std::from_chars(last.data(), last.data() + last.size(), v);
+      if (ec == std::errc() && p == last.data() + last.size() && v <= cursor) cursor = v;
+    }
+    std::optional<std::string> type;
+    if (req.has_param("type")) type = req.get_param_value("type");
+    auto state = std::make_shared<uint64_t>(cursor);
+    auto started = std::make_shared<bool>(false);
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    int heartbeat = opt.sse_heartbeat_s;
+    res.set_chunked_content_provider(
+        "text/event-stream", [this, state, started, type, heartbeat](size_t, httplib::DataSink& sink) {
+          if (!*started) {
+            *started = true;
+            // A comment first, so clients and proxies see the stream open at once.
+            return sse_write(sink, "retry: 2000\n: connected\n\n");
+          }
+          if (svc.shutting_down()) {
+            sink.done();
+            return true;
+          }
+          bool lost = false;
+          auto events = svc.events().wait_after(
+              state.get(), std::chrono::seconds(heartbeat),
+              [&](const TaskEvent& e) { return !type || e.type == *type; }, &lost);
+          if (lost && !sse_write(sink, sse_event(json::object(), std::nullopt, "reset"))) {
+            return false;
+          }
+          if (events.empty()) return sse_write(sink, ": keep-alive\n\n");
+          std::string batch;
+          for (const TaskEvent& e : events) batch += sse_event(event_json(e), e.id);
+          return sse_write(sink, batch);
+        });
+  }
+
+  json backend_json(const std::string& pool, const BackendSnapshot& b) {
+    return {{"pool", pool},
+            {"url", b.url},
+            {"state", b.state},
+            {"since", format_rfc3339_ms(b.since_ms)},
+            {"slots", b.slots},
+            {"slots_busy", b.slots_busy},
+            {"successes", b.successes},
+            {"failures", b.failures},
+            {"client_errors", b.client_errors},
+            {"ejections", b.ejections},
+            {"last_error", b.last_error.empty() ? json(nullptr) : json(b.last_error)},
+            {"last_error_at",
+             b.last_error_at_ms ? json(format_rfc3339_ms(b.last_error_at_ms)) : json(nullptr)},
+            {"latency_ms", {{"mean", b.latency_mean_ms}, {"p95", b.latency_p95_ms}}}};
+  }
+
+  void backends(Response& res) {
+    json list = json::array();
+    for (const PoolStats& p : view.pools()) {
+      for (const BackendSnapshot& b : p.backends) list.push_back(backend_json(p.name, b));
+    }
+    send_json(res, 200, {{"backends", list}});
+  }
+
+  void stats_queues(Response& res) {
+    json pools = json::array();
+    int64_t now = svc.clock().now_ms();
+    for (const PoolStats& p : view.pools()) {
+      json oldest = nullptr;
+      if (p.oldest_queued_ms) oldest = static_cast<double>(now - *p.oldest_queued_ms) / 1000.0;
+      pools.push_back({{"pool", p.name},
+                       {"depth", p.queued},
+                       {"in_memory", p.in_memory},
+                       {"running", p.running},
+                       {"max_queued", p.max_queued},
+                       {"oldest_queued_age_s", oldest},
+                       {"completed_last_minute", p.completed_last_minute},
+                       {"throughput_per_minute", p.throughput_per_minute}});
+    }
+    send_json(res, 200, {{"queues", pools}});
+  }
+
+  void stats_workers(Response& res) {
+    json pools = json::array();
+    for (const PoolStats& p : view.pools()) {
+      int slots = 0, busy_slots = 0, up = 0;
+      for (const auto& b : p.backends) {
+        slots += b.slots;
+        busy_slots += b.slots_busy;
+        if (b.state != "down" && b.state != "ejected") ++up;
+      }
+      pools.push_back({{"pool", p.name},
+                       {"workers", p.workers},
+                       {"busy", p.workers_busy},
+                       {"idle", p.workers - p.workers_busy},
+                       {"backends", p.backends.size()},
+                       {"backends_up", up},
+                       {"slots", slots},
+                       {"slots_busy", busy_slots}});
+    }
+    send_json(res, 200, {{"workers", pools}});
+  }
+
+  void stats_summary(Response& res) {
+    json totals = json::object();
+    for (const char* s : {"QUEUED", "RUNNING", "DONE", "FAILED", "CANCELED"}) totals[s] = 0;
+    for (const auto& [k, v] : svc.totals()) totals[k] = v;
+    int64_t now = svc.clock().now_ms();
+    send_json(res, 200,
+              {{"version", opt.version},
+               {"started_at", format_rfc3339_ms(view.started_at_ms)},
+               {"uptime_s", (now - view.started_at_ms) / 1000},
+               {"totals", totals},
+               {"auth", !token_hashes.empty()},
+               {"last_event_id", svc.events().last_id()}});
+  }
+
+  void ready(Response& res) {
+    json reasons = json::array();
+    if (svc.shutting_down()) reasons.push_back("the server is shutting down");
+    Status st = view.store_writable();
+    if (!st.ok()) reasons.push_back("store: " + st.message());
+    json pools = json::object();
+    for (const PoolStats& p : view.pools()) {
+      int usable = 0;
+      for (const auto& b : p.backends) {
+        if (b.state == "up" || b.state == "busy") ++usable;
+      }
+      pools[p.name] = {{"backends", p.backends.size()}, {"healthy", usable}};
+      if (usable == 0) {
+        reasons.push_back("pool " + p.name + " has no healthy backend (" +
+                          std::to_string(p.backends.size()) + " configured)");
+      }
+    }
+    send_json(res, reasons.empty() ? 200 : 503,
+              {{"ready", reasons.empty()}, {"reasons", reasons}, {"pools", pools},
+               {"store", st.ok() ? "writable" : st.message()}});
+  }
+
+  void metrics_text(Response& res) {
+    std::string out;
+    metrics.render(out);
+    std::vector<std::pair<std::vector<std::string>, double>> queue, active, idle, up, inflight,
+        slots, running;
+    for (const PoolStats& p : view.pools()) {
+      queue.push_back({{p.name}, static_cast<double>(p.queued)});
+      running.push_back({{p.name}, static_cast<double>(p.running)});
+      active.push_back({{p.name}, static_cast<double>(p.workers_busy)});
+      idle.push_back({{p.name}, static_cast<double>(p.workers - p.workers_busy)});
+      for (const auto& b : p.backends) {
+        up.push_back({{p.name, b.url}, b.state == "up" || b.state == "busy" ? 1.0 : 0.0});
+        inflight.push_back({{p.name, b.url}, static_cast<double>(b.slots_busy)});
+        slots.push_back({{p.name, b.url}, static_cast<double>(b.slots)});
+      }
+    }
+    write_gauge(out, "task_queue_size", "Tasks QUEUED in the store, by queue (pool).", {"queue"},
+                queue);
+    write_gauge(out, "task_running", "Tasks RUNNING, by pool.", {"queue"}, running);
+    write_gauge(out, "worker_pool_active", "Workers running a task, by pool.", {"pool"}, active);
+    write_gauge(out, "worker_pool_idle", "Workers waiting for a task, by pool.", {"pool"}, idle);
+    write_gauge(out, "backend_up", "1 when the backend may take requests (up or busy).",
+                {"pool", "backend"}, up);
+    write_gauge(out, "backend_inflight", "Requests in flight to the backend.",
+                {"pool", "backend"}, inflight);
+    write_gauge(out, "backend_slots", "Requests the backend may hold at once.",
+                {"pool", "backend"}, slots);
+    res.status = 200;
+    res.set_content(out, "text/plain; version=0.0.4; charset=utf-8");
+  }
+
+  void static_file(const std::string& name, Response& res) {
+    for (const EmbeddedFile* f = embedded_web(); f->name; ++f) {
+      if (name == f->name) {
+        res.status = 200;
+        res.set_header("Cache-Control", "no-cache");
+        res.set_content(std::string(f->data, f->size), mime_for(name));
+        return;
+      }
+    }
+    send_error(res, Status::NotFound("no such file: " + name));
+  }
+};
+
+ApiServer::ApiServer(ApiOptions options, TaskService& service, ServerView view, Metrics& metrics,
+                     const BlobStore& inputs)
+    : impl_(std::make_shared<Impl>(std::move(options), service, std::move(view), metrics,
+                                   inputs)) {}
+
+void ApiServer::install(HttpServer& server) {
+  auto impl = impl_;
+  Impl& I = *impl;
+  RouteTable& R = I.routes;
+
+  // httplib reads a body before a regular handler runs; its limit must admit uploads, so JSON
+  // routes check Content-Length before the body is read (pre-routing) and the size after.
+  server.set_payload_max_length(std::max(I.opt.max_body, I.opt.max_upload));
+
+  server.set_pre_routing_handler([impl](const Request& req, Response& res) {
+    t_route = "unmatched";
+    t_start = std::chrono::steady_clock::now();
+    const std::string& path = req.path;
+    bool api = path.rfind("/api/", 0) == 0;
+    if (api && !impl->authorized(req)) {
+      t_route = "auth";
+      res.set_header("WWW-Authenticate", "Bearer realm=\"taskserver\"");
+      send_error(res, Status(Code::kUnauthorized, "unauthorized",
+                             "this server needs Authorization: Bearer <token>"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (impl->svc.shutting_down() && req.method != "GET" && req.method != "HEAD") {
+      t_route = "shutting_down";
+      res.set_header("Connection", "close");
+      send_error(res, Status::Unavailable("shutting_down", "the server is shutting down"));
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    // JSON-only routes refuse other bodies before reading them (httplib would otherwise parse
+    // a multipart body itself and answer 400).
+    if (req.method == "POST" && (path == "/api/v1/image/async" || path == "/api/v1/tasks/batch")) {
+      Status st = check_json_body_type(req);
+      if (!st.ok()) {
+        t_route = "unsupported_media";
+        res.set_header("Connection", "close");
+        send_error(res, st);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    if (req.has_header("Content-Length")) {
+      bool upload = req.is_multipart_form_data() &&
+                    (path == "/api/v1/tasks" || path == "/api/v1/audio/async");
+      size_t limit = upload ? impl->opt.max_upload : impl->opt.max_body;
+      std::string cl = req.get_header_value("Content-Length");
+      uint64_t n = 0;
+      auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
+      if (ec != std::errc() || n > limit) {
+        t_route = "too_large";
+        // The body is not read, so the connection cannot be reused.
+        res.set_header("Connection", "close");
+        send_error(res, ec != std::errc() ? Status::Malformed("bad Content-Length")
+                                          : too_large(limit));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  server.set_error_handler([](const Request& req, Response& res) {
+    if (!res.body.empty()) return;  // our own JSON error, already written
+    Status st;
+    switch (res.status) {
+      case 404:
+        st = Status::NotFound("no route for " + req.method + " " + req.path);
+        break;
+      case 413:
+        st = Status(Code::kTooLarge, "payload_too_large", "the body is too large");
+        break;
+      case 400: st = Status::Malformed("the request cannot be parsed"); break;
+      case 405: st = Status(Code::kMalformed, "method_not_allowed", "method not allowed"); break;
+      default:
+        st = Status(Code::kInternal, "http_" + std::to_string(res.status),
+                    "the request failed with HTTP " + std::to_string(res.status));
+    }
+    res.set_content(error_body(st), "application/json");
+  });
+
+  server.set_exception_handler([](const Request& req, Response& res, std::exception_ptr ep) {
+    std::string what = "unknown";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    spdlog::error("{} {}: unhandled exception: {}", req.method, req.path, what);
+    send_error(res, Status::Internal("internal error"));
+  });
+
+  server.set_logger([impl](const Request& req, const Response& res) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    impl->metrics.http_requests.inc({req.method, t_route, std::to_string(res.status)});
+    impl->metrics.http_duration.observe({t_route}, secs);
+  });
+
+  using H = std::function<void(const Request&, Response&)>;
+  using HR = std::function<void(const Request&, Response&, const httplib::ContentReader&)>;
+  // Every route goes through here: it is named for metrics and listed in /openapi.json.
+  auto route = [&](const char* method, const char* pattern, RouteDoc doc, H h) {
+    const char* name = doc.name;
+    H wrapped = [name, h = std::move(h)](const Request& req, Response& res) {
+      t_route = name;
+      h(req, res);
+    };
+    std::string m = method;
+    if (m == "GET") server.Get(pattern, wrapped);
+    else if (m == "POST") server.Post(pattern, wrapped);
+    else if (m == "DELETE") server.Delete(pattern, wrapped);
+    R.add(method, std::move(doc));
+  };
+  auto route_reader = [&](const char* pattern, RouteDoc doc, HR h) {
+    const char* name = doc.name;
+    server.Post(pattern, [name, h = std::move(h)](const Request& req, Response& res,
+                                                   const httplib::ContentReader& reader) {
+      t_route = name;
+      h(req, res, reader);
+    });
+    R.add("POST", std::move(doc));
+  };
+
+  route("GET", "/health", {"health", "/health", "Liveness: the process answers."},
+        [impl](const Request&, Response& res) {
+          send_json(res, 200, {{"status", "ok"}, {"version", impl->opt.version}});
+        });
+  route_reader("/api/v1/tasks",
+               {"submit", "/api/v1/tasks", "Submit a task (JSON, or multipart with task and file)."},
+               [impl](const Request& req, Response& res, const httplib::ContentReader& reader) {
+                 impl->submit(req, res, reader);
+               });
+  route("GET", R"(/api/v1/tasks/([^/]+))",
+        {"get_task", "/api/v1/tasks/{id}", "A task; ?wait=N long-polls up to N s for a final state."},
+        [impl](const Request& req, Response& res) { impl->get_task(req.matches[1], req, res); });
+  route("GET", "/api/v1/tasks",
+        {"list_tasks", "/api/v1/tasks", "List tasks newest first (status, type, limit, cursor); ?task_id= returns one."},
+        [impl](const Request& req, Response& res) { impl->list_tasks(req, res); });
+  route("POST", "/api/v1/tasks/batch",
+        {"submit_batch", "/api/v1/tasks/batch", "Submit many tasks: all accepted or none."},
+        [impl](const Request& req, Response& res) { impl->submit_batch(req, res); });
+  route("GET", R"(/api/v1/tasks/([^/]+)/result)",
+        {"task_result", "/api/v1/tasks/{id}/result", "The result bytes of a DONE task."},
+        [impl](const Request& req, Response& res) { impl->result(req.matches[1], res); });
+  route("GET", R"(/api/v1/tasks/([^/]+)/events)",
+        {"task_events", "/api/v1/tasks/{id}/events", "Server-Sent Events of one task until it is final."},
+        [impl](const Request& req, Response& res) { impl->task_events(req.matches[1], res); });
+  route("DELETE", R"(/api/v1/tasks/([^/]+))",
+        {"cancel", "/api/v1/tasks/{id}", "Cancel a queued or running task."},
+        [impl](const Request& req, Response& res) { impl->cancel(req.matches[1], res); });
+  route("POST", R"(/api/v1/tasks/([^/]+)/cancel)",
+        {"cancel", "/api/v1/tasks/{id}/cancel", "Cancel a queued or running task."},
+        [impl](const Request& req, Response& res) { impl->cancel(req.matches[1], res); });
+  route("POST", "/api/v1/image/async",
+        {"image_async", "/api/v1/image/async", "Seed shape: {prompt, ...} becomes an image task."},
+        [impl](const Request& req, Response& res) { impl->submit_image(req, res); });
+  route("GET", R"(/api/images/([^/]+))",
+        {"image", "/api/images/{id}", "The first image of a DONE image task, decoded."},
+        [impl](const Request& req, Response& res) { impl->image(req.matches[1], res); });
+  route_reader("/api/v1/audio/async",
+               {"audio_async", "/api/v1/audio/async", "Multipart file (+ task JSON) becomes a transcribe task."},
+               [impl](const Request& req, Response& res, const httplib::ContentReader& reader) {
+                 impl->submit_audio(req, res, reader);
+               });
+  route("GET", "/api/v1/events",
+        {"events", "/api/v1/events", "Server-Sent Events of every task change."},
+        [impl](const Request& req, Response& res) { impl->all_events(req, res); });
+  route("GET", "/api/v1/backends",
+        {"backends", "/api/v1/backends", "Every backend: state, slots, counters, latency."},
+        [impl](const Request&, Response& res) { impl->backends(res); });
+  route("GET", "/api/v1/stats/queues",
+        {"stats_queues", "/api/v1/stats/queues", "Per pool: depth, oldest queued age, throughput."},
+        [impl](const Request&, Response& res) { impl->stats_queues(res); });
+  route("GET", "/api/v1/stats/workers",
+        {"stats_workers", "/api/v1/stats/workers", "Per pool: busy and idle workers, slots."},
+        [impl](const Request&, Response& res) { impl->stats_workers(res); });
+  route("GET", "/api/v1/stats",
+        {"stats", "/api/v1/stats", "Version, uptime and task totals by state."},
+        [impl](const Request&, Response& res) { impl->stats_summary(res); });
+  route("GET", "/ready", {"ready", "/ready", "Readiness: store writable and a healthy backend in every pool."},
+        [impl](const Request&, Response& res) { impl->ready(res); });
+  route("GET", "/metrics", {"metrics", "/metrics", "Prometheus metrics."},
+        [impl](const Request&, Response& res) { impl->metrics_text(res); });
+  route("GET", "/openapi.json", {"openapi", "/openapi.json", "This API's OpenAPI 3.1 description."},
+        [impl](const Request&, Response& res) {
+          res.status = 200;
+          res.set_content(dump(impl->routes.openapi(impl->opt.version)), "application/json");
+        });
+  route("GET", "/", {"dashboard", "/", "The dashboard."},
+        [impl](const Request&, Response& res) { impl->static_file("index.html", res); });
+  route("GET", R"(/web/([A-Za-z0-9_.-]+))", {"web", "/web/{file}", "Dashboard assets."},
+        [impl](const Request& req, Response& res) { impl->static_file(req.matches[1], res); });
+}
+
+}  // namespace ts

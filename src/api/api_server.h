@@ -1,0 +1,50 @@
+#pragma once
+// ApiServer: the HTTP routes of DESIGN.md over TaskService. JSON in, JSON out; every error is
+// {"error":{"code","message"}} with the HTTP code of its Status. Also serves the dashboard,
+// the health and readiness checks, the metrics and the OpenAPI description.
+//
+// Thread-safe: handlers run on the HTTP server's thread pool; the ApiServer itself holds only
+// configuration after install().
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/http_server.h"
+#include "core/status.h"
+#include "service/task_service.h"
+#include "worker/worker_pool.h"
+
+namespace ts {
+
+class Metrics;
+
+struct ApiOptions {
+  size_t max_body = 1 << 20;           // JSON bodies; 413 beyond
+  size_t max_upload = 100u << 20;      // multipart bodies with an input file
+  std::vector<std::string> api_tokens;  // empty: no auth
+  int sse_heartbeat_s = 15;
+  int max_wait_s = 60;
+  std::string version;
+};
+
+// Read-only views of the running server that the API reports.
+struct ServerView {
+  std::function<std::vector<PoolStats>()> pools;
+  std::function<Status()> store_writable;
+  int64_t started_at_ms = 0;
+};
+
+class ApiServer {
+ public:
+  ApiServer(ApiOptions options, TaskService& service, ServerView view, Metrics& metrics,
+            const BlobStore& inputs);
+  // Registers every route and handler on `server`.
+  void install(HttpServer& server);
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace ts

@@ -1,0 +1,298 @@
+#include "service/task_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+#include "core/base64.h"
+#include "core/ids.h"
+
+namespace ts {
+namespace {
+
+constexpr int kRetryAfterBacklogS = 5;
+
+Status unknown_type(const std::string& type, const std::vector<std::string>& pools) {
+  std::string names;
+  for (const auto& p : pools) names += (names.empty() ? "" : ", ") + p;
+  return Status::Invalid("type", "unknown type \"" + type + "\"; the pools are: " + names);
+}
+
+Status backlog_full(const std::string& type) {
+  Status st(Code::kBacklogFull, "backlog_full",
+            "the " + type + " pool's backlog is full; retry later");
+  st.with_retry_after(kRetryAfterBacklogS);
+  return st;
+}
+
+Status shutting_down_status() {
+  return Status::Unavailable("shutting_down", "the server is shutting down");
+}
+
+}  // namespace
+
+TaskService::TaskService(TaskStore& store, PoolDirectory& pools, EventHub& events,
+                         const BlobStore& results, const BlobStore& inputs, const Clock& clock)
+    : store_(store),
+      pools_(pools),
+      events_(events),
+      results_(results),
+      inputs_(inputs),
+      clock_(clock) {}
+
+Status TaskService::recover() {
+  auto report = store_.recover_running(clock_.now_ms());
+  if (!report.ok()) return report.status();
+  recovered_requeued_ = report->requeued;
+  recovered_failed_ = report->failed;
+  if (report->requeued + report->failed > 0) {
+    spdlog::warn("recovered {} tasks left RUNNING by a crash: {} queued again, {} failed "
+                 "(attempts spent)",
+                 report->requeued + report->failed, report->requeued, report->failed);
+  }
+  auto counts = store_.count_by_status();
+  if (!counts.ok()) return counts.status();
+  std::lock_guard<std::mutex> lock(totals_mu_);
+  totals_ = *counts;
+  return Status::Ok();
+}
+
+void TaskService::on_commit(const std::vector<TaskChange>& changes) {
+  events_.publish(changes);
+  {
+    std::lock_guard<std::mutex> lock(totals_mu_);
+    for (const TaskChange& c : changes) {
+      if (c.from) --totals_[std::string(to_string(*c.from))];
+      ++totals_[std::string(to_string(c.to))];
+    }
+  }
+  for (const TaskChange& c : changes) {
+    if (pools_.has_pool(c.type)) pools_.on_change(c);
+    if (c.to != TaskState::kQueued || c.from) {
+      spdlog::info("task {} {} -> {}{}{}", c.task_id,
+                   c.from ? std::string(to_string(*c.from)) : std::string("new"),
+                   to_string(c.to), c.backend.empty() ? "" : " on " + c.backend,
+                   c.error.empty() ? "" : ": " + c.error);
+    } else {
+      spdlog::debug("task {} new -> QUEUED ({})", c.task_id, c.type);
+    }
+  }
+}
+
+std::map<std::string, int64_t> TaskService::totals() const {
+  std::lock_guard<std::mutex> lock(totals_mu_);
+  return totals_;
+}
+
+void TaskService::begin_shutdown() {
+  shutting_down_.store(true);
+  events_.close();
+}
+
+StatusOr<Task> TaskService::build_task(NewTask& r, int64_t now) {
+  if (!pools_.has_pool(r.type)) return unknown_type(r.type, pools_.pool_names());
+  if (r.timeout_s && *r.timeout_s > pools_.max_timeout_s(r.type)) {
+    return Status::Invalid("timeout_s", "timeout_s may be at most " +
+                                            std::to_string(pools_.max_timeout_s(r.type)) +
+                                            " for the " + r.type + " pool");
+  }
+  Task t;
+  t.task_id = new_task_id(now);
+  t.type = std::move(r.type);
+  t.payload = std::move(r.payload);
+  t.priority = r.priority;
+  t.max_attempts = r.max_attempts.value_or(pools_.default_max_attempts(t.type));
+  t.timeout_s = r.timeout_s;
+  t.idempotency_key = std::move(r.idempotency_key);
+  t.webhook_url = std::move(r.webhook_url);
+  t.created_at = now;
+  t.status = TaskState::kQueued;
+  return t;
+}
+
+StatusOr<SubmitOutcome> TaskService::submit(NewTask request, std::optional<Upload> upload) {
+  auto discard_upload = [&] {
+    if (upload) ::remove(upload->temp_path.c_str());
+  };
+  if (shutting_down()) {
+    discard_upload();
+    return shutting_down_status();
+  }
+  auto built = build_task(request, clock_.now_ms());
+  if (!built.ok()) {
+    discard_upload();
+    return built.status();
+  }
+  Task task = std::move(*built);
+  if (!pools_.try_reserve(task.type)) {
+    discard_upload();
+    return backlog_full(task.type);
+  }
+  if (upload) {
+    task.input_name = upload->filename;
+    task.input_type = upload->content_type;
+    task.input_size = upload->size;
+    // The file is in place before the row that names it commits.
+    Status st = inputs_.adopt(upload->temp_path, task.task_id);
+    if (!st.ok()) {
+      pools_.unreserve(task.type);
+      return st;
+    }
+  }
+  auto inserted = store_.insert(task);
+  pools_.unreserve(task.type);
+  if (!inserted.ok() || !inserted->created) {
+    if (upload) inputs_.remove(task.task_id);
+  }
+  if (!inserted.ok()) return inserted.status();
+  if (inserted->created) return SubmitOutcome{std::move(task), true};
+  auto existing = store_.get(inserted->task_id, false);
+  if (!existing.ok()) return existing.status();
+  if (!*existing) return Status::Internal("idempotent repeat names a missing task");
+  return SubmitOutcome{std::move(**existing), false};
+}
+
+StatusOr<std::vector<SubmitOutcome>> TaskService::submit_batch(std::vector<NewTask> requests) {
+  if (shutting_down()) return shutting_down_status();
+  int64_t now = clock_.now_ms();
+  std::vector<Task> tasks;
+  tasks.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto built = build_task(requests[i], now);
+    if (!built.ok()) {
+      const Status& s = built.status();
+      return Status(s.code(), s.slug(), "tasks[" + std::to_string(i) + "]: " + s.message(),
+                    "tasks[" + std::to_string(i) + "]." + s.field());
+    }
+    tasks.push_back(std::move(*built));
+  }
+  size_t reserved = 0;
+  for (; reserved < tasks.size(); ++reserved) {
+    if (!pools_.try_reserve(tasks[reserved].type)) break;
+  }
+  auto unreserve_all = [&] {
+    for (size_t i = 0; i < reserved; ++i) pools_.unreserve(tasks[i].type);
+  };
+  if (reserved < tasks.size()) {
+    std::string type = tasks[reserved].type;
+    unreserve_all();
+    return backlog_full(type);
+  }
+  auto inserted = store_.insert_batch(tasks);
+  unreserve_all();
+  if (!inserted.ok()) return inserted.status();
+  std::vector<SubmitOutcome> out;
+  out.reserve(tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i) {
+    if ((*inserted)[i].created) {
+      out.push_back({std::move(tasks[i]), true});
+      continue;
+    }
+    auto existing = store_.get((*inserted)[i].task_id, false);
+    if (!existing.ok()) return existing.status();
+    if (!*existing) return Status::Internal("idempotent repeat names a missing task");
+    out.push_back({std::move(**existing), false});
+  }
+  return out;
+}
+
+StatusOr<TaskView> TaskService::get(const std::string& task_id, std::chrono::milliseconds wait) {
+  if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  uint64_t cursor = events_.last_id();
+  auto found = store_.get(task_id, true);
+  if (!found.ok()) return found.status();
+  if (!*found) return Status::NotFound("no task with id " + task_id);
+  while (!is_final((*found)->status) && !shutting_down()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) break;
+    auto events = events_.wait_after(
+        &cursor, left, [&](const TaskEvent& e) { return e.task_id == task_id && is_final(e.status); },
+        nullptr);
+    if (events.empty()) continue;
+    found = store_.get(task_id, true);
+    if (!found.ok()) return found.status();
+    if (!*found) return Status::NotFound("no task with id " + task_id);
+  }
+  TaskView view;
+  view.task = std::move(**found);
+  const Task& t = view.task;
+  if (t.status == TaskState::kQueued) {
+    auto pos = store_.queue_position(t.type, t.priority, t.seq);
+    if (pos.ok()) {
+      view.queue_position = *pos;
+      view.estimated_start_ms = pools_.estimate_start_ms(t.type, *pos);
+      if (view.estimated_start_ms && t.next_attempt_at &&
+          *t.next_attempt_at > *view.estimated_start_ms) {
+        view.estimated_start_ms = t.next_attempt_at;
+      }
+    }
+  }
+  return view;
+}
+
+std::string TaskService::encode_cursor(int64_t seq) {
+  return base64url_encode("t1:" + std::to_string(seq));
+}
+
+std::optional<int64_t> TaskService::decode_cursor(const std::string& cursor) {
+  if (cursor.size() > 64) return std::nullopt;
+  auto raw = base64url_decode(cursor);
+  if (!raw || raw->rfind("t1:", 0) != 0) return std::nullopt;
+  int64_t seq = 0;
+  const char* b = raw->data() + 3;
+  const char* e = raw->data() + raw->size();
+  auto [p, ec] = std::from_chars(b, e, seq);
+  if (ec != std::errc() || p != e || b == e || seq <= 0) return std::nullopt;
+  return seq;
+}
+
+StatusOr<ListPage> TaskService::list(std::optional<TaskState> status,
+                                     std::optional<std::string> type, int limit,
+                                     const std::optional<std::string>& cursor) {
+  ListQuery q;
+  q.status = status;
+  q.type = std::move(type);
+  q.limit = limit;
+  if (cursor) {
+    auto seq = decode_cursor(*cursor);
+    if (!seq) return Status::Invalid("cursor", "cursor is not one this server handed out");
+    q.before_seq = *seq;
+  }
+  auto rows = store_.list(q);
+  if (!rows.ok()) return rows.status();
+  ListPage page;
+  page.tasks = std::move(*rows);
+  if (static_cast<int>(page.tasks.size()) == limit && !page.tasks.empty()) {
+    page.next_cursor = encode_cursor(page.tasks.back().seq);
+  }
+  return page;
+}
+
+StatusOr<Task> TaskService::cancel(const std::string& task_id) {
+  if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
+  auto was = store_.cancel(task_id, clock_.now_ms());
+  if (!was.ok()) return was.status();
+  auto found = store_.get(task_id, true);
+  if (!found.ok()) return found.status();
+  if (!*found) return Status::NotFound("no task with id " + task_id);
+  return std::move(**found);
+}
+
+StatusOr<Blob> TaskService::result(const std::string& task_id) {
+  if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
+  auto found = store_.get(task_id, false);
+  if (!found.ok()) return found.status();
+  if (!*found) return Status::NotFound("no task with id " + task_id);
+  const Task& t = **found;
+  if (t.status != TaskState::kDone) {
+    return Status::Conflict("not_done", "task " + task_id + " is " +
+                                            std::string(to_string(t.status)) + ", not DONE");
+  }
+  auto bytes = results_.read(task_id);
+  if (!bytes.ok()) return Status::Internal("the result file of task " + task_id + " is missing");
+  return Blob{std::move(*bytes), t.result_type.value_or("application/octet-stream")};
+}
+
+}  // namespace ts

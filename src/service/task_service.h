@@ -1,0 +1,127 @@
+#pragma once
+// TaskService is the domain: submit, get, list, cancel, wait, results. No HTTP in it; the api
+// module maps its Status values onto HTTP codes.
+//
+// Thread-safe. It sees the pools only through PoolDirectory (implemented in main.cpp over the
+// worker pools), keeping the dependency rule: service → store, queue.
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.h"
+#include "core/status.h"
+#include "core/task.h"
+#include "service/events.h"
+#include "service/task_request.h"
+#include "store/blob_store.h"
+#include "store/task_store.h"
+
+namespace ts {
+
+// What the service needs of the pools.
+class PoolDirectory {
+ public:
+  virtual ~PoolDirectory() = default;
+  virtual bool has_pool(const std::string& type) const = 0;
+  virtual std::vector<std::string> pool_names() const = 0;
+  // Room for one more queued task of `type`? A true must be paired with unreserve().
+  virtual bool try_reserve(const std::string& type) = 0;
+  virtual void unreserve(const std::string& type) = 0;
+  virtual int default_max_attempts(const std::string& type) const = 0;
+  virtual int max_timeout_s(const std::string& type) const = 0;
+  // A committed change, in commit order: feeds the pool's queue and counters; a cancel takes
+  // the task out of the queue or aborts its backend call.
+  virtual void on_change(const TaskChange& change) = 0;
+  virtual std::optional<int64_t> estimate_start_ms(const std::string& type,
+                                                   int64_t position) const = 0;
+};
+
+// A task with what only a live server knows about it.
+struct TaskView {
+  Task task;
+  std::optional<int64_t> queue_position;
+  std::optional<int64_t> estimated_start_ms;
+};
+
+struct SubmitOutcome {
+  Task task;
+  bool created = true;  // false: an earlier task with the same idempotency key
+};
+
+struct ListPage {
+  std::vector<Task> tasks;
+  std::optional<std::string> next_cursor;
+};
+
+struct Blob {
+  std::string bytes;
+  std::string content_type;
+};
+
+// A file uploaded with a task (multipart), already fsynced at temp_path inside the inputs
+// folder.
+struct Upload {
+  std::string temp_path;
+  std::string filename;
+  std::string content_type;
+  int64_t size = 0;
+};
+
+class TaskService {
+ public:
+  TaskService(TaskStore& store, PoolDirectory& pools, EventHub& events, const BlobStore& results,
+              const BlobStore& inputs, const Clock& clock);
+
+  // Counts the store's tasks by state (for the totals) and recovers tasks left RUNNING.
+  Status recover();
+  // The store's commit listener.
+  void on_commit(const std::vector<TaskChange>& changes);
+
+  StatusOr<SubmitOutcome> submit(NewTask request, std::optional<Upload> upload = std::nullopt);
+  StatusOr<std::vector<SubmitOutcome>> submit_batch(std::vector<NewTask> requests);
+  // wait > 0 holds the call until the task is final or the wait is over.
+  StatusOr<TaskView> get(const std::string& task_id, std::chrono::milliseconds wait);
+  StatusOr<ListPage> list(std::optional<TaskState> status, std::optional<std::string> type,
+                          int limit, const std::optional<std::string>& cursor);
+  StatusOr<Task> cancel(const std::string& task_id);
+  // The stored result of a DONE task. kConflict while it is not DONE.
+  StatusOr<Blob> result(const std::string& task_id);
+
+  // After this, submits get 503 shutting_down and waits return at once.
+  void begin_shutdown();
+  bool shutting_down() const { return shutting_down_.load(); }
+
+  // Totals by state, kept from the commits (no table scan).
+  std::map<std::string, int64_t> totals() const;
+  int64_t recovered_requeued() const { return recovered_requeued_; }
+  int64_t recovered_failed() const { return recovered_failed_; }
+  EventHub& events() { return events_; }
+  const Clock& clock() const { return clock_; }
+
+  static std::string encode_cursor(int64_t seq);
+  static std::optional<int64_t> decode_cursor(const std::string& cursor);
+
+ private:
+  StatusOr<Task> build_task(NewTask& request, int64_t now);
+
+  TaskStore& store_;
+  PoolDirectory& pools_;
+  EventHub& events_;
+  const BlobStore& results_;
+  const BlobStore& inputs_;
+  const Clock& clock_;
+  std::atomic<bool> shutting_down_{false};
+  int64_t recovered_requeued_ = 0;
+  int64_t recovered_failed_ = 0;
+
+  mutable std::mutex totals_mu_;
+  std::map<std::string, int64_t> totals_;  // guarded by totals_mu_
+};
+
+}  // namespace ts

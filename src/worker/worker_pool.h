@@ -1,0 +1,157 @@
+#pragma once
+// WorkerPool runs the tasks of one pool: its ReadyQueue (fed from the store), its Balancer and
+// HealthChecker, a fixed set of worker threads and a watchdog for attempt deadlines.
+//
+// A worker's cycle: take a task only when a backend slot is free → mark it RUNNING (one
+// guarded UPDATE; a task canceled meanwhile is dropped) → call the backend → store the result
+// file → DONE, or FAILED, or back to QUEUED after a backoff, preferring another backend.
+//
+// Thread-safe. The store's commit listener feeds on_change() in commit order; cancel() and the
+// stats may be called from any thread. Pools share nothing but the store: a dead or slow pool
+// never blocks another.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/backend_client.h"
+#include "balancer/balancer.h"
+#include "balancer/health_checker.h"
+#include "core/clock.h"
+#include "queue/ready_queue.h"
+#include "store/blob_store.h"
+#include "store/task_store.h"
+
+namespace ts {
+
+struct RetryPolicy {
+  int64_t base_ms = 1'000;
+  int64_t cap_ms = 60'000;
+};
+
+struct PoolOptions {
+  std::string name;
+  std::string request_path = "/v1/images/generations";
+  std::vector<BackendSpec> backends;
+  HealthCheckOptions health;
+  HealthPolicy health_policy;
+  int workers = 0;  // 0: the pool's total backend slots (at least 1)
+  size_t queue_capacity = 1024;
+  int64_t max_queued = 100'000;
+  int default_timeout_s = 300;
+  int max_timeout_s = 3600;
+  int default_max_attempts = 3;
+  RetryPolicy retry;
+  int64_t connect_timeout_ms = 5'000;
+};
+
+// Something a pool observed that the rest of the server reports (metrics, logs).
+struct AttemptReport {
+  std::string pool;
+  std::string task_id;
+  std::string backend;
+  std::string outcome;  // as Attempt::outcome
+  int64_t duration_ms = 0;
+};
+
+struct PoolStats {
+  std::string name;
+  int64_t queued = 0;        // QUEUED rows in the store (the whole backlog)
+  size_t in_memory = 0;      // of which in the channel
+  int64_t running = 0;
+  int workers = 0;
+  int workers_busy = 0;
+  int64_t max_queued = 0;
+  std::optional<int64_t> oldest_queued_ms;  // created_at of the oldest QUEUED task
+  int64_t completed_last_minute = 0;        // tasks that ended DONE or FAILED
+  std::vector<int64_t> throughput_per_minute;  // the last 15 minutes, oldest first
+  std::vector<BackendSnapshot> backends;
+};
+
+class WorkerPool {
+ public:
+  using AttemptListener = std::function<void(const AttemptReport&)>;
+
+  WorkerPool(PoolOptions options, TaskStore& store, const BlobStore& results,
+             const BlobStore& inputs, const Clock& clock);
+  ~WorkerPool();
+
+  // Set once, before start().
+  void set_attempt_listener(AttemptListener listener) { attempt_listener_ = std::move(listener); }
+  // Counts the store's backlog, then starts the feeder, the health checker and the workers.
+  Status start();
+  // No task starts after this; running attempts go on.
+  void stop_taking();
+  // Waits up to `grace` for running attempts, aborts the rest (they return to QUEUED without
+  // spending an attempt) and joins every thread.
+  void shutdown(std::chrono::milliseconds grace);
+
+  // From the store's commit listener, in commit order. Runs on the writer thread: cheap only.
+  void on_change(const TaskChange& change);
+  // Admission: room for one more queued task? Pair a true with unreserve() once the insert is
+  // committed (or failed).
+  bool try_reserve();
+  void unreserve();
+
+  // When a task at `position` (0: next) may start, from recent durations and slots.
+  std::optional<int64_t> estimate_start_ms(int64_t position) const;
+  PoolStats stats() const;
+  const PoolOptions& options() const { return options_; }
+  const Balancer& balancer() const { return balancer_; }
+  // A retry's delay after `attempt` failed attempts: exponential, capped, with jitter.
+  int64_t backoff_ms(int attempt);
+
+ private:
+  struct Running {
+    std::shared_ptr<BackendCall> call;
+    int64_t deadline_ms = 0;
+  };
+  void worker_loop();
+  void run_one(const QueueItem& item, const Lease& lease);
+  void watchdog_loop();
+  // A canceled task: out of the channel, or its backend call aborted.
+  void canceled(int64_t seq, TaskState was);
+  void report(const std::string& task_id, const std::string& backend, const std::string& outcome,
+              int64_t duration_ms);
+
+  const PoolOptions options_;
+  TaskStore& store_;
+  const BlobStore& results_;
+  const BlobStore& inputs_;
+  const Clock& clock_;
+  AttemptListener attempt_listener_;
+
+  Balancer balancer_;
+  ReadyQueue queue_;
+  std::unique_ptr<HealthChecker> checker_;
+  int worker_count_ = 1;
+
+  std::atomic<int64_t> queued_{0};    // QUEUED rows of this pool in the store
+  std::atomic<int64_t> reserved_{0};  // admitted submits not yet committed
+  std::atomic<int64_t> running_count_{0};
+  std::atomic<int> busy_{0};
+  std::atomic<bool> taking_{true};
+
+  static constexpr int kThroughputMinutes = 15;
+  mutable std::mutex throughput_mu_;
+  std::deque<std::pair<int64_t, int64_t>> throughput_;  // guarded by throughput_mu_:
+                                                        // (minute, tasks finished), oldest first
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<int64_t, Running> running_;  // guarded by mu_: seq → its backend call
+  bool stopping_ = false;               // guarded by mu_
+  std::mt19937_64 rng_;                 // guarded by mu_
+
+  std::vector<std::thread> workers_;
+  std::thread watchdog_;
+};
+
+}  // namespace ts
