@@ -1,0 +1,118 @@
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "core/clock.h"
+#include "queue/channel.h"
+#include "queue/ready_queue.h"
+#include "support/harness.h"
+
+using namespace ts;
+
+TEST_CASE("the channel orders by priority then age and keeps its best items when full") {
+  Channel ch(3);
+  std::optional<QueueItem> evicted;
+  CHECK(ch.offer({1, 5, "a", ""}, &evicted) == Channel::Offer::kAdded);
+  CHECK(ch.offer({2, 9, "b", ""}, &evicted) == Channel::Offer::kAdded);
+  CHECK(ch.offer({3, 5, "c", ""}, &evicted) == Channel::Offer::kAdded);
+  CHECK_FALSE(evicted);
+  // Full: a lower-ranked item is rejected (it stays in the store).
+  CHECK(ch.offer({4, 1, "d", ""}, &evicted) == Channel::Offer::kRejected);
+  CHECK(ch.offer({5, 5, "e", ""}, &evicted) == Channel::Offer::kRejected);  // younger than 3
+  // A better one displaces the worst.
+  CHECK(ch.offer({6, 7, "f", ""}, &evicted) == Channel::Offer::kAdded);
+  REQUIRE(evicted);
+  CHECK(evicted->seq == 3);
+  CHECK(ch.size() == 3);
+  CHECK(ch.pop_front()->seq == 2);
+  CHECK(ch.pop_front()->seq == 6);
+  CHECK(ch.remove(1));
+  CHECK_FALSE(ch.remove(1));
+  CHECK(ch.size() == 0);
+}
+
+// A fake backlog standing in for the store: the queue must page through it.
+struct FakeBacklog {
+  std::mutex mu;
+  std::vector<QueueItem> rows;  // best first
+  std::atomic<int> fetches{0};
+  ReadyQueue::Source source() {
+    return {[this](size_t limit, const std::unordered_set<int64_t>& exclude, int64_t) {
+              ++fetches;
+              std::lock_guard<std::mutex> lock(mu);
+              std::vector<QueueItem> out;
+              for (const auto& r : rows) {
+                if (out.size() >= limit) break;
+                if (!exclude.count(r.seq)) out.push_back(r);
+              }
+              return StatusOr<std::vector<QueueItem>>(out);
+            },
+            [](int64_t) { return StatusOr<std::optional<int64_t>>(std::optional<int64_t>()); }};
+  }
+  void erase(int64_t seq) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::erase_if(rows, [&](const QueueItem& r) { return r.seq == seq; });
+  }
+};
+
+TEST_CASE("the feeder pages a backlog larger than the channel through it - in order") {
+  FakeBacklog backlog;
+  for (int i = 1; i <= 100; ++i) backlog.rows.push_back({i, 5, std::to_string(i), ""});
+  ManualClock clock;
+  ReadyQueue q({"test", 8}, backlog.source(), clock);
+  q.start();
+  std::vector<int64_t> taken;
+  auto always = [](const QueueItem&) { return true; };
+  while (taken.size() < 100) {
+    auto item = q.take(always, 2000);
+    REQUIRE(item);
+    CHECK(q.size() <= 8);
+    taken.push_back(item->seq);
+    backlog.erase(item->seq);  // the worker marks it RUNNING in the store
+    q.release(item->seq);
+  }
+  for (int i = 0; i < 100; ++i) CHECK(taken[i] == i + 1);
+  q.stop();
+}
+
+TEST_CASE("take waits for a slot: a task leaves the queue only when it can start") {
+  FakeBacklog backlog;
+  ManualClock clock;
+  ReadyQueue q({"test", 8}, backlog.source(), clock);
+  q.start();
+  q.offer({1, 5, "a", ""});
+  std::atomic<bool> slot{false};
+  auto gate = [&](const QueueItem&) { return slot.load(); };
+  CHECK_FALSE(q.take(gate, 50));
+  CHECK(q.size() == 1);  // still queued, still cancellable
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    slot = true;
+    q.wake();
+  });
+  auto item = q.take(gate, 5000);
+  opener.join();
+  REQUIRE(item);
+  CHECK(item->seq == 1);
+  q.stop();
+  CHECK_FALSE(q.take(gate, 10));  // stopped: nothing more
+}
+
+TEST_CASE("given back items are not duplicated by the feeder") {
+  FakeBacklog backlog;
+  backlog.rows.push_back({1, 5, "a", ""});
+  ManualClock clock;
+  ReadyQueue q({"test", 4}, backlog.source(), clock);
+  q.start();
+  auto always = [](const QueueItem&) { return true; };
+  auto item = q.take(always, 2000);
+  REQUIRE(item);
+  // While the worker holds it, the feeder must not bring it in again.
+  q.wake();
+  CHECK_FALSE(q.take(always, 100));
+  q.give_back(*item);
+  CHECK(q.size() == 1);
+  q.stop();
+}

@@ -1,0 +1,269 @@
+#include <doctest/doctest.h>
+
+#include <SQLiteCpp/Database.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "core/clock.h"
+#include "core/ids.h"
+#include "store/migrations.h"
+#include "store/task_store.h"
+#include "support/harness.h"
+
+using namespace ts;
+
+namespace {
+
+Task make_task(const Clock& clock, const std::string& type = "image", int priority = 5) {
+  Task t;
+  t.task_id = new_task_id(clock.now_ms());
+  t.type = type;
+  t.payload = R"({"prompt":"x"})";
+  t.priority = priority;
+  t.created_at = clock.now_ms();
+  return t;
+}
+
+std::unique_ptr<TaskStore> open_store(const tst::TempDir& dir, const Clock& clock) {
+  StoreOptions o;
+  o.path = dir.file("tasks.db");
+  auto s = TaskStore::open(o, clock);
+  REQUIRE(s.ok());
+  return std::move(*s);
+}
+
+EmbeddedFile file(const char* name, const char* sql) { return {name, sql, std::strlen(sql)}; }
+
+}  // namespace
+
+TEST_CASE("migrations apply once - in order - each in its own transaction") {
+  tst::TempDir dir;
+  // Deliberately listed out of order: they must run by number.
+  const EmbeddedFile files[] = {
+      file("0002_second.sql", "INSERT INTO log VALUES ('second');"),
+      file("0001_first.sql", "CREATE TABLE log (what TEXT); INSERT INTO log VALUES ('first');"),
+      file("0003_third.sql", "INSERT INTO log VALUES ('third');"),
+      {nullptr, nullptr, 0}};
+  auto list = migrations_from(files);
+  REQUIRE(list.ok());
+  SQLite::Database db(dir.file("m.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  auto r = apply_migrations(db, *list);
+  REQUIRE(r.ok());
+  CHECK(r->from_version == 0);
+  CHECK(r->to_version == 3);
+  CHECK(r->applied == std::vector<std::string>{"0001_first.sql", "0002_second.sql", "0003_third.sql"});
+  SQLite::Statement q(db, "SELECT group_concat(what, ',') FROM log");
+  q.executeStep();
+  CHECK(q.getColumn(0).getString() == "first,second,third");
+  // Again: nothing to do, nothing repeated.
+  auto again = apply_migrations(db, *list);
+  REQUIRE(again.ok());
+  CHECK(again->applied.empty());
+  CHECK(db.execAndGet("SELECT COUNT(*) FROM log").getInt() == 3);
+}
+
+TEST_CASE("a failing migration leaves the schema at the last good version") {
+  tst::TempDir dir;
+  const EmbeddedFile files[] = {file("0001_ok.sql", "CREATE TABLE a (x);"),
+                                file("0002_bad.sql", "CREATE TABLE b (x); SELECT * FROM nope;"),
+                                {nullptr, nullptr, 0}};
+  auto list = migrations_from(files);
+  REQUIRE(list.ok());
+  SQLite::Database db(dir.file("m.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+  CHECK_FALSE(apply_migrations(db, *list).ok());
+  CHECK(db.execAndGet("PRAGMA user_version").getInt() == 1);
+  CHECK_FALSE(db.tableExists("b"));  // 0002's first statement was rolled back with it
+}
+
+TEST_CASE("a database newer than the binary is refused untouched") {
+  tst::TempDir dir;
+  {
+    SQLite::Database db(dir.file("tasks.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
+    db.exec("PRAGMA user_version = 999");
+  }
+  StoreOptions o;
+  o.path = dir.file("tasks.db");
+  auto s = TaskStore::open(o, SystemClock::instance());
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.status().slug() == "schema_too_new");
+  CHECK(s.status().message().find("999") != std::string::npos);
+  SQLite::Database db(dir.file("tasks.db"), SQLite::OPEN_READONLY);
+  CHECK(db.execAndGet("PRAGMA user_version").getInt() == 999);
+  CHECK_FALSE(db.tableExists("tasks"));
+}
+
+TEST_CASE("the built-in migrations have distinct numbers and build the task table") {
+  auto list = builtin_migrations();
+  REQUIRE(list.ok());
+  REQUIRE(list->size() >= 2);
+  CHECK(list->front().name == "0001_init.sql");
+}
+
+TEST_CASE("state changes are guarded by the state they expect") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  std::vector<TaskChange> heard;
+  store->set_commit_listener([&](const std::vector<TaskChange>& c) {
+    heard.insert(heard.end(), c.begin(), c.end());
+  });
+  Task t = make_task(clock);
+  auto ins = store->insert(t);
+  REQUIRE(ins.ok());
+  CHECK(ins->created);
+  CHECK(t.seq > 0);
+
+  auto running = store->mark_running(t.seq, "http://b1", clock.now_ms());
+  REQUIRE(running.ok());
+  REQUIRE(running->has_value());
+  CHECK((*running)->attempt == 1);
+  CHECK((*running)->status == TaskState::kRunning);
+  // A second worker loses the race: nothing changes.
+  auto again = store->mark_running(t.seq, "http://b2", clock.now_ms());
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->has_value());
+
+  Attempt a{1, "http://b1", "done", "", clock.now_ms(), 5};
+  auto done = store->finish_done(t.seq, a, ResultMeta{10, "application/json"});
+  REQUIRE(done.ok());
+  CHECK(*done);
+  // Final is final: no requeue, no second finish, no cancel.
+  CHECK_FALSE(*store->requeue(t.seq, a, std::nullopt, false, "late"));
+  CHECK_FALSE(*store->finish_failed(t.seq, a, "late"));
+  auto c = store->cancel(t.task_id, clock.now_ms());
+  CHECK(c.status().code() == Code::kConflict);
+
+  auto got = store->get(t.task_id, true);
+  REQUIRE(got.ok());
+  REQUIRE(got->has_value());
+  CHECK((*got)->status == TaskState::kDone);
+  CHECK((*got)->result_size == 10);
+  REQUIRE((*got)->attempts.size() == 1);
+  CHECK((*got)->attempts[0].backend == "http://b1");
+
+  REQUIRE(heard.size() == 3);
+  CHECK_FALSE(heard[0].from.has_value());
+  CHECK(heard[1].to == TaskState::kRunning);
+  CHECK(heard[2].to == TaskState::kDone);
+}
+
+TEST_CASE("idempotency keys: a repeat names the first task - also under concurrency") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  std::atomic<int> created{0};
+  std::vector<std::string> named(16);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      Task t = make_task(clock);
+      t.idempotency_key = "same-key";
+      auto r = store->insert(t);
+      REQUIRE(r.ok());
+      if (r->created) ++created;
+      named[i] = r->task_id;
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(created == 1);
+  for (const auto& n : named) CHECK(n == named[0]);
+  CHECK(*store->count_all() == 1);
+}
+
+TEST_CASE("a batch is all or nothing") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  std::vector<Task> batch = {make_task(clock), make_task(clock), make_task(clock)};
+  batch[2].task_id = batch[0].task_id;  // a duplicate id fails the third insert
+  auto r = store->insert_batch(batch);
+  CHECK_FALSE(r.ok());
+  CHECK(r.status().field() == "tasks[2]");
+  CHECK(*store->count_all() == 0);
+  std::vector<Task> good = {make_task(clock), make_task(clock)};
+  REQUIRE(store->insert_batch(good).ok());
+  CHECK(*store->count_all() == 2);
+}
+
+TEST_CASE("the ready order is priority - then age - delayed retries wait") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  std::vector<Task> tasks;
+  for (int p : {5, 9, 5, 0, 9}) {
+    tasks.push_back(make_task(clock, "image", p));
+    REQUIRE(store->insert(tasks.back()).ok());
+  }
+  Task other = make_task(clock, "transcribe", 9);
+  REQUIRE(store->insert(other).ok());
+  auto rows = store->fetch_ready("image", 10, {}, clock.now_ms());
+  REQUIRE(rows.ok());
+  std::vector<int64_t> order;
+  for (auto& r : *rows) order.push_back(r.seq);
+  CHECK(order == std::vector<int64_t>{tasks[1].seq, tasks[4].seq, tasks[0].seq, tasks[2].seq,
+                                      tasks[3].seq});
+  // Excluded rows are skipped, and the limit still holds.
+  auto some = store->fetch_ready("image", 2, {tasks[1].seq}, clock.now_ms());
+  REQUIRE(some->size() == 2);
+  CHECK((*some)[0].seq == tasks[4].seq);
+  CHECK(*store->queue_position("image", 5, tasks[2].seq) == 3);
+  // A retry with a backoff is not ready until due.
+  REQUIRE(store->mark_running(tasks[1].seq, "b", clock.now_ms())->has_value());
+  Attempt a{1, "b", "retry", "boom", clock.now_ms(), 1};
+  REQUIRE(*store->requeue(tasks[1].seq, a, clock.now_ms() + 5000, false, "boom"));
+  rows = store->fetch_ready("image", 10, {}, clock.now_ms());
+  CHECK(rows->size() == 4);
+  CHECK(*store->next_due("image", clock.now_ms()) == clock.now_ms() + 5000);
+  clock.advance_ms(5000);
+  rows = store->fetch_ready("image", 10, {}, clock.now_ms());
+  CHECK(rows->size() == 5);
+  CHECK((*rows)[0].seq == tasks[1].seq);  // it keeps its age
+  CHECK((*rows)[0].last_backend == "b");
+}
+
+TEST_CASE("recovery: RUNNING rows have spent their attempt") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  Task keep = make_task(clock);
+  Task spent = make_task(clock);
+  spent.max_attempts = 1;
+  REQUIRE(store->insert(keep).ok());
+  REQUIRE(store->insert(spent).ok());
+  REQUIRE(store->mark_running(keep.seq, "b", clock.now_ms())->has_value());
+  REQUIRE(store->mark_running(spent.seq, "b", clock.now_ms())->has_value());
+  auto r = store->recover_running(clock.now_ms());
+  REQUIRE(r.ok());
+  CHECK(r->requeued == 1);
+  CHECK(r->failed == 1);
+  auto k = *store->get(keep.task_id, true);
+  CHECK(k->status == TaskState::kQueued);
+  CHECK(k->attempt == 1);
+  auto s = *store->get(spent.task_id, true);
+  CHECK(s->status == TaskState::kFailed);
+  CHECK(s->error->find("attempts are spent") != std::string::npos);
+  CHECK(s->attempts.at(0).outcome == "interrupted");
+}
+
+TEST_CASE("lists page newest first by cursor") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  for (int i = 0; i < 7; ++i) {
+    Task t = make_task(clock);
+    REQUIRE(store->insert(t).ok());
+  }
+  ListQuery q;
+  q.limit = 3;
+  auto p1 = *store->list(q);
+  REQUIRE(p1.size() == 3);
+  CHECK(p1[0].seq > p1[2].seq);
+  q.before_seq = p1.back().seq;
+  auto p2 = *store->list(q);
+  REQUIRE(p2.size() == 3);
+  CHECK(p2[0].seq < p1[2].seq);
+  q.status = TaskState::kDone;
+  CHECK(store->list(q)->empty());
+}
