@@ -112,18 +112,6 @@ const char* mime_for(const std::string& name) {
   return "application/octet-stream";
 }
 
-std::string sniff_image_type(const std::string& bytes) {
-  if (looks_like_png(bytes)) return "image/png";
-  if (bytes.size() > 3 && static_cast<unsigned char>(bytes[0]) == 0xff &&
-      static_cast<unsigned char>(bytes[1]) == 0xd8) {
-    return "image/jpeg";
-  }
-  if (bytes.size() > 12 && bytes.compare(0, 4, "RIFF") == 0 && bytes.compare(8, 4, "WEBP") == 0) {
-    return "image/webp";
-  }
-  return "application/octet-stream";
-}
-
 json event_json(const TaskEvent& e) {
   json j = {{"id", e.id},
             {"task_id", e.task_id},
@@ -458,22 +446,12 @@ struct ApiServer::Impl {
   void image(const std::string& id, Response& res) {
     auto blob = svc.result(id);
     if (!blob.ok()) return send_error(res, blob.status());
-    json j = json::parse(blob->bytes, nullptr, false);
-    const json* b64 = nullptr;
-    if (j.is_object() && j.contains("data") && j["data"].is_array() && !j["data"].empty() &&
-        j["data"][0].is_object() && j["data"][0].contains("b64_json") &&
-        j["data"][0]["b64_json"].is_string()) {
-      b64 = &j["data"][0]["b64_json"];
-    }
-    if (!b64) {
+    auto bytes = first_image_from_answer(blob->bytes);
+    if (!bytes) {
       return send_error(res, Status::Conflict("no_image",
                                               "the backend's answer holds no data[0].b64_json "
                                               "image; GET /api/v1/tasks/" + id +
                                                   "/result returns it as it came"));
-    }
-    auto bytes = base64_decode(b64->get_ref<const std::string&>());
-    if (!bytes) {
-      return send_error(res, Status::Conflict("no_image", "data[0].b64_json is not valid base64"));
     }
     std::string type = sniff_image_type(*bytes);
     res.status = 200;

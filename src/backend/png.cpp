@@ -3,6 +3,9 @@
 #include <zlib.h>
 
 #include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/base64.h"
 
 namespace ts {
 namespace {
@@ -97,6 +100,31 @@ bool looks_like_png(std::string_view bytes) {
   if (get_u32(bytes, 29) != static_cast<uint32_t>(crc)) return false;
   if (get_u32(bytes, 16) == 0 || get_u32(bytes, 20) == 0) return false;
   return bytes.substr(bytes.size() - 8, 4) == "IEND";
+}
+
+std::optional<std::string> first_image_from_answer(std::string_view answer) {
+  using nlohmann::json;
+  json j = json::parse(answer.begin(), answer.end(), nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  auto data = j.find("data");
+  if (data == j.end() || !data->is_array() || data->empty()) return std::nullopt;
+  const json& first = (*data)[0];
+  if (!first.is_object()) return std::nullopt;
+  auto b64 = first.find("b64_json");
+  if (b64 == first.end() || !b64->is_string()) return std::nullopt;
+  return base64_decode(b64->get_ref<const std::string&>());
+}
+
+std::string sniff_image_type(std::string_view bytes) {
+  if (looks_like_png(bytes)) return "image/png";
+  if (bytes.size() > 3 && static_cast<unsigned char>(bytes[0]) == 0xff &&
+      static_cast<unsigned char>(bytes[1]) == 0xd8) {
+    return "image/jpeg";
+  }
+  if (bytes.size() > 12 && bytes.substr(0, 4) == "RIFF" && bytes.substr(8, 4) == "WEBP") {
+    return "image/webp";
+  }
+  return "application/octet-stream";
 }
 
 }  // namespace ts

@@ -3,6 +3,7 @@
 // and a structural check used by tests and by the result endpoint. Pure; thread-safe.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -16,5 +17,13 @@ std::string png_for_prompt(std::string_view text, int size = 64);
 // True when bytes start with the PNG signature and an IHDR chunk with a valid CRC and end with
 // IEND.
 bool looks_like_png(std::string_view bytes);
+
+// The first image of an OpenAI-style images answer ({"data":[{"b64_json": ...}]}), decoded.
+// nullopt when the answer is not JSON, holds no b64_json image, or the base64 is bad. Sees
+// backend bytes: fuzzed.
+std::optional<std::string> first_image_from_answer(std::string_view answer);
+// The media type of image bytes by their signature: image/png, image/jpeg, image/webp, or
+// application/octet-stream.
+std::string sniff_image_type(std::string_view bytes);
 
 }  // namespace ts
