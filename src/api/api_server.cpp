@@ -1,7 +1,5 @@
 #include "api/api_server.h"
 
-#include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/openapi.h"
+#include "api/request_parsing.h"
 #include "api/task_json.h"
 #include "backend/png.h"
 #include "core/base64.h"
@@ -75,27 +74,9 @@ Status too_large(size_t limit) {
                 "the body is larger than the limit of " + std::to_string(limit) + " bytes");
 }
 
-StatusOr<int> int_param(const Request& req, const char* name, int lo, int hi, int dflt) {
-  if (!req.has_param(name)) return dflt;
-  std::string v = req.get_param_value(name);
-  int n = 0;
-  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (v.empty() || ec != std::errc() || p != v.data() + v.size() || n < lo || n > hi) {
-    return Status::Invalid(name, std::string(name) + " must be an integer from " +
-                                     std::to_string(lo) + " to " + std::to_string(hi));
-  }
-  return n;
-}
-
 std::optional<std::string> header_opt(const Request& req, const char* name) {
   if (!req.has_header(name)) return std::nullopt;
   return req.get_header_value(name);
-}
-
-std::array<unsigned char, SHA256_DIGEST_LENGTH> sha256(const std::string& s) {
-  std::array<unsigned char, SHA256_DIGEST_LENGTH> d{};
-  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), d.data());
-  return d;
 }
 
 const char* mime_for(const std::string& name) {
@@ -155,24 +136,15 @@ struct ApiServer::Impl {
   ServerView view;
   Metrics& metrics;
   const BlobStore& inputs;
-  std::vector<std::array<unsigned char, SHA256_DIGEST_LENGTH>> token_hashes;
+  TokenSet tokens;
   RouteTable routes;
 
   Impl(ApiOptions o, TaskService& s, ServerView v, Metrics& m, const BlobStore& in)
-      : opt(std::move(o)), svc(s), view(std::move(v)), metrics(m), inputs(in) {
-    for (const auto& t : opt.api_tokens) token_hashes.push_back(sha256(t));
-  }
+      : opt(std::move(o)), svc(s), view(std::move(v)), metrics(m), inputs(in),
+        tokens(opt.api_tokens) {}
 
   bool authorized(const Request& req) const {
-    if (token_hashes.empty()) return true;
-    std::string auth = req.get_header_value("Authorization");
-    if (auth.size() < 8 || lower(auth.substr(0, 7)) != "bearer ") return false;
-    auto given = sha256(auth.substr(7));
-    bool ok = false;
-    // Compare with every token, always, in constant time: the answer's timing tells nothing
-    // about which bytes matched.
-    for (const auto& h : token_hashes) ok |= CRYPTO_memcmp(given.data(), h.data(), h.size()) == 0;
-    return ok;
+    return tokens.allows(req.get_header_value("Authorization"));
   }
 
   // Reads a non-multipart body through the content reader, up to `limit` bytes.
@@ -388,7 +360,7 @@ struct ApiServer::Impl {
   }
 
   void get_task(const std::string& id, const Request& req, Response& res) {
-    auto wait = int_param(req, "wait", 0, opt.max_wait_s, 0);
+    auto wait = int_param(req.params, "wait", 0, opt.max_wait_s, 0);
     if (!wait.ok()) return send_error(res, wait.status());
     auto view = svc.get(id, std::chrono::seconds(*wait));
     if (!view.ok()) return send_error(res, view.status());
@@ -397,30 +369,9 @@ struct ApiServer::Impl {
 
   void list_tasks(const Request& req, Response& res) {
     if (req.has_param("task_id")) return get_task(req.get_param_value("task_id"), req, res);
-    std::optional<TaskState> status;
-    if (req.has_param("status")) {
-      std::string s = req.get_param_value("status");
-      for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      status = parse_task_state(s);
-      if (!status) {
-        return send_error(res, Status::Invalid("status", "status must be one of QUEUED, RUNNING, "
-                                                         "DONE, FAILED, CANCELED"));
-      }
-    }
-    std::optional<std::string> type;
-    if (req.has_param("type")) {
-      type = req.get_param_value("type");
-      if (!is_valid_type_name(*type)) {
-        return send_error(res, Status::Invalid("type", "type must name a pool"));
-      }
-    }
-    auto limit = int_param(req, "limit", 1, 1000, 50);
-    if (!limit.ok()) return send_error(res, limit.status());
-    std::optional<std::string> cursor;
-    if (req.has_param("cursor") && !req.get_param_value("cursor").empty()) {
-      cursor = req.get_param_value("cursor");
-    }
-    auto page = svc.list(status, type, *limit, cursor);
+    auto q = parse_list_query(req.params);
+    if (!q.ok()) return send_error(res, q.status());
+    auto page = svc.list(q->status, q->type, q->limit, q->cursor);
     if (!page.ok()) return send_error(res, page.status());
     json tasks = json::array();
     for (const Task& t : page->tasks) tasks.push_back(task_to_json(t, false));
@@ -632,7 +583,7 @@ struct ApiServer::Impl {
                {"started_at", format_rfc3339_ms(view.started_at_ms)},
                {"uptime_s", (now - view.started_at_ms) / 1000},
                {"totals", totals},
-               {"auth", !token_hashes.empty()},
+               {"auth", !tokens.empty()},
                {"last_event_id", svc.events().last_id()}});
   }
 
