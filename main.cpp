@@ -227,7 +227,7 @@ int serve(ServeConfig cfg, bool demo) {
   wo.secret = cfg.webhook_secret;
   wo.base_ms = cfg.retry_base_ms;
   WebhookDispatcher webhooks(wo, *store, clock, metrics,
-                             [](const Task& t) { return task_to_json(t, true).dump(); });
+                             [](const Task& t) { return task_json(t, true); });
   store->set_commit_listener(
       [&service, &metrics, &webhooks](const std::vector<TaskChange>& changes) {
         service.on_commit(changes);

@@ -38,6 +38,11 @@ void send_json(Response& res, int status, const json& j) {
   res.set_content(dump(j), "application/json");
 }
 
+void send_text_json(Response& res, int status, std::string body) {
+  res.status = status;
+  res.set_content(std::move(body), "application/json");
+}
+
 void send_error(Response& res, const Status& st) {
   res.status = http_status(st.code());
   if (st.retry_after_s() > 0) res.set_header("Retry-After", std::to_string(st.retry_after_s()));
@@ -93,29 +98,17 @@ const char* mime_for(const std::string& name) {
   return "application/octet-stream";
 }
 
-json event_json(const TaskEvent& e) {
-  json j = {{"id", e.id},
-            {"task_id", e.task_id},
-            {"type", e.type},
-            {"status", std::string(to_string(e.status))},
-            {"previous_status", e.from ? json(std::string(to_string(*e.from))) : json(nullptr)},
-            {"attempt", e.attempt},
-            {"at", format_rfc3339_ms(e.at_ms)}};
-  if (!e.backend.empty()) j["backend"] = e.backend;
-  if (!e.error.empty()) j["error"] = e.error;
-  return j;
-}
-
 bool sse_write(httplib::DataSink& sink, const std::string& text) {
   return sink.write(text.data(), text.size());
 }
 
-std::string sse_event(const json& data, std::optional<uint64_t> id,
+// One SSE event; `data` is one line of JSON text.
+std::string sse_event(const std::string& data, std::optional<uint64_t> id,
                       const std::string& event = "") {
   std::string out;
   if (id) out += "id: " + std::to_string(*id) + "\n";
   if (!event.empty()) out += "event: " + event + "\n";
-  out += "data: " + dump(data) + "\n\n";
+  out += "data: " + data + "\n\n";
   return out;
 }
 
@@ -144,7 +137,7 @@ struct ApiServer::Impl {
         tokens(opt.api_tokens) {}
 
   bool authorized(const Request& req) const {
-    return tokens.allows(req.get_header_value("Authorization"));
+    return tokens.empty() || tokens.allows(req.get_header_value("Authorization"));
   }
 
   // Reads a non-multipart body through the content reader, up to `limit` bytes.
@@ -245,7 +238,7 @@ struct ApiServer::Impl {
       metrics.tasks_submitted.inc({out->task.type});
       res.set_header("Location", "/api/v1/tasks/" + out->task.task_id);
     }
-    send_json(res, out->created ? 202 : 200, task_to_json(out->task, false));
+    send_text_json(res, out->created ? 202 : 200, task_json(out->task, false));
   }
 
   // POST /api/v1/tasks: JSON, or multipart with a `task` part and an optional `file`.
@@ -343,20 +336,21 @@ struct ApiServer::Impl {
     if (!tasks.ok()) return send_error(res, tasks.status());
     auto out = svc.submit_batch(std::move(*tasks));
     if (!out.ok()) return send_error(res, out.status());
-    json list = json::array();
-    json ids = json::array();
     bool any_created = false;
+    std::string body;
+    JsonWriter w(body);
+    w.begin_object().key("task_ids").begin_array();
+    for (const SubmitOutcome& o : *out) w.string(o.task.task_id);
+    w.end_array().key("tasks").begin_array();
     for (const SubmitOutcome& o : *out) {
-      json t = task_to_json(o.task, false);
-      t["created"] = o.created;
+      write_task(w, o.task, false, nullptr, o.created);
       if (o.created) {
         metrics.tasks_submitted.inc({o.task.type});
         any_created = true;
       }
-      ids.push_back(o.task.task_id);
-      list.push_back(std::move(t));
     }
-    send_json(res, any_created ? 202 : 200, {{"task_ids", ids}, {"tasks", list}});
+    w.end_array().end_object();
+    send_text_json(res, any_created ? 202 : 200, std::move(body));
   }
 
   void get_task(const std::string& id, const Request& req, Response& res) {
@@ -364,7 +358,7 @@ struct ApiServer::Impl {
     if (!wait.ok()) return send_error(res, wait.status());
     auto view = svc.get(id, std::chrono::seconds(*wait));
     if (!view.ok()) return send_error(res, view.status());
-    send_json(res, 200, task_to_json(*view, true));
+    send_text_json(res, 200, task_json(*view, true));
   }
 
   void list_tasks(const Request& req, Response& res) {
@@ -373,17 +367,18 @@ struct ApiServer::Impl {
     if (!q.ok()) return send_error(res, q.status());
     auto page = svc.list(q->status, q->type, q->limit, q->cursor);
     if (!page.ok()) return send_error(res, page.status());
-    json tasks = json::array();
-    for (const Task& t : page->tasks) tasks.push_back(task_to_json(t, false));
-    send_json(res, 200,
-              {{"tasks", tasks},
-               {"next_cursor", page->next_cursor ? json(*page->next_cursor) : json(nullptr)}});
+    std::string body;
+    JsonWriter w(body);
+    w.begin_object().key("tasks").begin_array();
+    for (const Task& t : page->tasks) write_task(w, t, false);
+    w.end_array().field("next_cursor", page->next_cursor).end_object();
+    send_text_json(res, 200, std::move(body));
   }
 
   void cancel(const std::string& id, Response& res) {
     auto t = svc.cancel(id);
     if (!t.ok()) return send_error(res, t.status());
-    send_json(res, 200, task_to_json(*t, true));
+    send_text_json(res, 200, task_json(*t, true));
   }
 
   void result(const std::string& id, Response& res) {
@@ -419,13 +414,13 @@ struct ApiServer::Impl {
     if (!first.ok()) return send_error(res, first.status());
     struct State {
       uint64_t cursor;
-      json initial;
+      std::string initial;  // the task's JSON when the stream opened
       TaskState last_status;
       int last_attempt;
       bool sent_initial = false;
     };
     auto state = std::make_shared<State>(
-        State{cursor, task_to_json(*first, true), first->task.status, first->task.attempt});
+        State{cursor, task_json(*first, true), first->task.status, first->task.attempt});
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     int heartbeat = opt.sse_heartbeat_s;
@@ -433,10 +428,14 @@ struct ApiServer::Impl {
         "text/event-stream", [this, state, id, heartbeat](size_t, httplib::DataSink& sink) {
           if (!state->sent_initial) {
             state->sent_initial = true;
-            json data = {{"task_id", id},
-                         {"status", state->initial["status"]},
-                         {"attempt", state->initial["attempt"]},
-                         {"task", state->initial}};
+            std::string data;
+            JsonWriter w(data);
+            w.begin_object();
+            w.field("task_id", id);
+            w.field("status", to_string(state->last_status));
+            w.field("attempt", int64_t{state->last_attempt});
+            w.key("task").raw(state->initial);
+            w.end_object();
             if (!sse_write(sink, "retry: 2000\n" + sse_event(data, state->cursor))) return false;
             if (is_final(state->last_status)) sink.done();
             return true;
@@ -453,10 +452,16 @@ struct ApiServer::Impl {
             if (e.status == state->last_status && e.attempt == state->last_attempt) continue;
             state->last_status = e.status;
             state->last_attempt = e.attempt;
-            json data = event_json(e);
+            std::string data;
+            JsonWriter w(data);
+            write_event(w, e);
             if (is_final(e.status)) {
+              // The final event carries the whole task, so a client needs no second request.
               auto t = svc.get(id, std::chrono::milliseconds(0));
-              if (t.ok()) data["task"] = task_to_json(*t, true);
+              if (t.ok()) {
+                data.pop_back();
+                data += ",\"task\":" + task_json(*t, true) + "}";
+              }
             }
             if (!sse_write(sink, sse_event(data, e.id))) return false;
             if (is_final(e.status)) {
@@ -499,12 +504,17 @@ struct ApiServer::Impl {
           auto events = svc.events().wait_after(
               state.get(), std::chrono::seconds(heartbeat),
               [&](const TaskEvent& e) { return !type || e.type == *type; }, &lost);
-          if (lost && !sse_write(sink, sse_event(json::object(), std::nullopt, "reset"))) {
+          if (lost && !sse_write(sink, sse_event("{}", std::nullopt, "reset"))) {
             return false;
           }
           if (events.empty()) return sse_write(sink, ": keep-alive\n\n");
           std::string batch;
-          for (const TaskEvent& e : events) batch += sse_event(event_json(e), e.id);
+          for (const TaskEvent& e : events) {
+            std::string data;
+            JsonWriter w(data);
+            write_event(w, e);
+            batch += sse_event(data, e.id);
+          }
           return sse_write(sink, batch);
         });
   }
@@ -696,11 +706,10 @@ void ApiServer::install(HttpServer& server) {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
-    if (req.has_header("Content-Length")) {
-      bool upload = req.is_multipart_form_data() &&
-                    (path == "/api/v1/tasks" || path == "/api/v1/audio/async");
+    if (std::string cl = req.get_header_value("Content-Length"); !cl.empty()) {
+      bool upload = (path == "/api/v1/tasks" || path == "/api/v1/audio/async") &&
+                    req.is_multipart_form_data();
       size_t limit = upload ? impl->opt.max_upload : impl->opt.max_body;
-      std::string cl = req.get_header_value("Content-Length");
       uint64_t n = 0;
       auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
       if (ec != std::errc() || n > limit) {
@@ -748,8 +757,33 @@ void ApiServer::install(HttpServer& server) {
 
   server.set_logger([impl](const Request& req, const Response& res) {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    impl->metrics.http_requests.inc({req.method, t_route, std::to_string(res.status)});
-    impl->metrics.http_duration.observe({t_route}, secs);
+    // Each HTTP thread remembers its cells, so the hot path neither allocates nor locks.
+    struct Key {
+      const char* route;
+      std::string method;
+      int code;
+      CounterFamily::Cell* cell;
+    };
+    thread_local std::vector<Key> counters;
+    thread_local std::vector<std::pair<const char*, HistogramFamily::Series*>> latencies;
+    CounterFamily::Cell* cell = nullptr;
+    for (const Key& k : counters) {
+      if (k.route == t_route && k.code == res.status && k.method == req.method) cell = k.cell;
+    }
+    if (!cell) {
+      cell = &impl->metrics.http_requests.cell({req.method, t_route, std::to_string(res.status)});
+      counters.push_back({t_route, req.method, res.status, cell});
+    }
+    cell->inc();
+    HistogramFamily::Series* series = nullptr;
+    for (const auto& [route, s] : latencies) {
+      if (route == t_route) series = s;
+    }
+    if (!series) {
+      series = &impl->metrics.http_duration.series({t_route});
+      latencies.emplace_back(t_route, series);
+    }
+    series->observe(secs);
   });
 
   using H = std::function<void(const Request&, Response&)>;

@@ -1,10 +1,15 @@
 #pragma once
-// The JSON shapes of the API: a task as clients see it, and the error body. Pure; thread-safe.
+// The JSON shapes of the API: a task as clients see it, a task event, and the error body.
+// Written as text with JsonWriter (no document built first; the stored payload is embedded as
+// it is). Pure; thread-safe.
 
-#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 
+#include "core/json_writer.h"
 #include "core/status.h"
 #include "core/task.h"
+#include "service/events.h"
 #include "service/task_service.h"
 
 namespace ts {
@@ -13,12 +18,17 @@ namespace ts {
 // /api/v1/tasks/{id}/result otherwise.
 std::string result_url(const Task& task);
 
-// The task as GET /api/v1/tasks/{id} shows it; `details` adds attempts and webhook deliveries.
-nlohmann::json task_to_json(const TaskView& view, bool details);
-nlohmann::json task_to_json(const Task& task, bool details);
+// The task as GET /api/v1/tasks/{id} shows it; `details` adds attempts and webhook deliveries;
+// `view` adds queue_position and estimated_start while QUEUED; `created` adds that field (batch).
+void write_task(JsonWriter& w, const Task& task, bool details, const TaskView* view = nullptr,
+                std::optional<bool> created = std::nullopt);
+std::string task_json(const Task& task, bool details);
+std::string task_json(const TaskView& view, bool details);
+
+// One change of a task, as the event streams send it.
+void write_event(JsonWriter& w, const TaskEvent& e);
 
 // {"error":{"code":...,"message":...,"field"?:...}}
-nlohmann::json error_json(const Status& status);
 std::string error_body(const Status& status);
 
 }  // namespace ts

@@ -1,5 +1,6 @@
 #include "core/metrics.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -62,22 +63,22 @@ void header(std::string& out, const std::string& name, const std::string& help,
 CounterFamily::CounterFamily(std::string name, std::string help, std::vector<std::string> labels)
     : name_(std::move(name)), help_(std::move(help)), labels_(std::move(labels)) {}
 
-void CounterFamily::inc(const std::vector<std::string>& label_values, double by) {
+CounterFamily::Cell& CounterFamily::cell(const std::vector<std::string>& label_values) {
   std::lock_guard<std::mutex> lock(mu_);
-  values_[label_values] += by;
+  return values_[label_values];
 }
 
 double CounterFamily::value(const std::vector<std::string>& label_values) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = values_.find(label_values);
-  return it == values_.end() ? 0 : it->second;
+  return it == values_.end() ? 0 : it->second.value.load();
 }
 
 void CounterFamily::render(std::string& out) const {
   header(out, name_, help_, "counter");
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [values, v] : values_) {
-    out += name_ + label_set(labels_, values) + " " + format_value(v) + "\n";
+    out += name_ + label_set(labels_, values) + " " + format_value(v.value.load()) + "\n";
   }
 }
 
@@ -88,40 +89,47 @@ HistogramFamily::HistogramFamily(std::string name, std::string help,
       labels_(std::move(labels)),
       bounds_(std::move(bounds)) {}
 
-void HistogramFamily::observe(const std::vector<std::string>& label_values, double value) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Series& s = series_[label_values];
-  if (s.buckets.empty()) s.buckets.assign(bounds_.size(), 0);
+void HistogramFamily::Series::observe(double value) {
   for (size_t i = 0; i < bounds_.size(); ++i) {
     if (value <= bounds_[i]) {
-      ++s.buckets[i];
+      buckets_[i].fetch_add(1, std::memory_order_relaxed);
       break;
     }
   }
-  ++s.count;
-  s.sum += value;
+  sum_.fetch_add(value, std::memory_order_relaxed);
+  count_.fetch_add(1, std::memory_order_relaxed);
+}
+
+HistogramFamily::Series& HistogramFamily::series(const std::vector<std::string>& label_values) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = series_.find(label_values);
+  if (it == series_.end()) it = series_.try_emplace(label_values, bounds_).first;
+  return it->second;
 }
 
 uint64_t HistogramFamily::count(const std::vector<std::string>& label_values) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = series_.find(label_values);
-  return it == series_.end() ? 0 : it->second.count;
+  return it == series_.end() ? 0 : it->second.count();
 }
 
 void HistogramFamily::render(std::string& out) const {
   header(out, name_, help_, "histogram");
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [values, s] : series_) {
+    // Read the count last-but-consistent enough: +Inf is the sum of the buckets read, so the
+    // exposition never has a bucket above +Inf even while observations race the scrape.
     uint64_t cumulative = 0;
     for (size_t i = 0; i < bounds_.size(); ++i) {
-      cumulative += s.buckets[i];
+      cumulative += s.buckets_[i].load(std::memory_order_relaxed);
       out += name_ + "_bucket" + label_set(labels_, values, "le", format_value(bounds_[i])) +
              " " + std::to_string(cumulative) + "\n";
     }
+    uint64_t count = std::max(cumulative, s.count());
     out += name_ + "_bucket" + label_set(labels_, values, "le", "+Inf") + " " +
-           std::to_string(s.count) + "\n";
-    out += name_ + "_sum" + label_set(labels_, values) + " " + format_value(s.sum) + "\n";
-    out += name_ + "_count" + label_set(labels_, values) + " " + std::to_string(s.count) + "\n";
+           std::to_string(count) + "\n";
+    out += name_ + "_sum" + label_set(labels_, values) + " " + format_value(s.sum_.load()) + "\n";
+    out += name_ + "_count" + label_set(labels_, values) + " " + std::to_string(count) + "\n";
   }
 }
 

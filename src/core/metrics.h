@@ -2,8 +2,10 @@
 // Metrics: counters and histograms in Prometheus' text exposition format (version 0.0.4).
 // Families are declared once with their label names; samples are added by label values.
 // Gauges are not stored: whoever renders /metrics appends them from live snapshots with
-// write_gauge(). Thread-safe: one mutex per family, held for a map update.
+// write_gauge(). Thread-safe: a family's mutex guards its set of series; each series is a
+// stable cell of atomics, so a hot path can keep a pointer to its cell and skip the lookup.
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -14,8 +16,14 @@ namespace ts {
 
 class CounterFamily {
  public:
+  struct Cell {
+    std::atomic<double> value{0};
+    void inc(double by = 1) { value.fetch_add(by, std::memory_order_relaxed); }
+  };
   CounterFamily(std::string name, std::string help, std::vector<std::string> labels);
-  void inc(const std::vector<std::string>& label_values, double by = 1);
+  // The series of these label values, created at zero on first use; the reference stays valid.
+  Cell& cell(const std::vector<std::string>& label_values);
+  void inc(const std::vector<std::string>& label_values, double by = 1) { cell(label_values).inc(by); }
   double value(const std::vector<std::string>& label_values) const;
   void render(std::string& out) const;
 
@@ -23,28 +31,40 @@ class CounterFamily {
   const std::string name_, help_;
   const std::vector<std::string> labels_;
   mutable std::mutex mu_;
-  std::map<std::vector<std::string>, double> values_;  // guarded by mu_
+  std::map<std::vector<std::string>, Cell> values_;  // guarded by mu_ (the map, not the cells)
 };
 
 class HistogramFamily {
  public:
+  class Series {
+   public:
+    explicit Series(const std::vector<double>& bounds) : bounds_(bounds), buckets_(bounds.size()) {}
+    void observe(double value);
+    uint64_t count() const { return count_.load(std::memory_order_relaxed); }
+
+   private:
+    friend class HistogramFamily;
+    const std::vector<double>& bounds_;
+    std::vector<std::atomic<uint64_t>> buckets_;  // per bound, not cumulative
+    std::atomic<uint64_t> count_{0};
+    std::atomic<double> sum_{0};
+  };
   HistogramFamily(std::string name, std::string help, std::vector<std::string> labels,
                   std::vector<double> bounds);
-  void observe(const std::vector<std::string>& label_values, double value);
+  // The series of these label values; the reference stays valid.
+  Series& series(const std::vector<std::string>& label_values);
+  void observe(const std::vector<std::string>& label_values, double value) {
+    series(label_values).observe(value);
+  }
   uint64_t count(const std::vector<std::string>& label_values) const;
   void render(std::string& out) const;
 
  private:
-  struct Series {
-    std::vector<uint64_t> buckets;  // per bound, not cumulative
-    uint64_t count = 0;
-    double sum = 0;
-  };
   const std::string name_, help_;
   const std::vector<std::string> labels_;
   const std::vector<double> bounds_;
   mutable std::mutex mu_;
-  std::map<std::vector<std::string>, Series> series_;  // guarded by mu_
+  std::map<std::vector<std::string>, Series> series_;  // guarded by mu_ (the map, not the cells)
 };
 
 // The server's metric families.

@@ -1,9 +1,18 @@
 #include "core/time_format.h"
 
-#include <cstdio>
 #include <ctime>
 
 namespace ts {
+namespace {
+
+void put(char* at, int value, int digits) {
+  for (int i = digits - 1; i >= 0; --i) {
+    at[i] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  }
+}
+
+}  // namespace
 
 std::string format_rfc3339_ms(int64_t epoch_ms) {
   int64_t secs = epoch_ms / 1000;
@@ -15,11 +24,15 @@ std::string format_rfc3339_ms(int64_t epoch_ms) {
   time_t t = static_cast<time_t>(secs);
   struct tm tm {};
   gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms));
-  return buf;
+  std::string out = "0000-00-00T00:00:00.000Z";
+  put(&out[0], tm.tm_year + 1900, 4);
+  put(&out[5], tm.tm_mon + 1, 2);
+  put(&out[8], tm.tm_mday, 2);
+  put(&out[11], tm.tm_hour, 2);
+  put(&out[14], tm.tm_min, 2);
+  put(&out[17], tm.tm_sec, 2);
+  put(&out[20], static_cast<int>(ms), 3);
+  return out;
 }
 
 }  // namespace ts

@@ -76,8 +76,11 @@ StatusOr<int> parse_priority(const json& v) {
   return bounded_int(v, "priority", kMinPriority, kMaxPriority);
 }
 
-// Reads the task options common to both shapes out of `j`; with `take`, removes them.
-Status read_options(json& j, NewTask& t, bool take) {
+constexpr const char* kOptionFields[] = {"priority", "max_attempts", "timeout_s",
+                                         "idempotency_key", "webhook_url"};
+
+// Reads the task options common to both shapes out of `j`.
+Status read_options(const json& j, NewTask& t) {
   auto field = [&](const char* name) -> const json* {
     auto it = j.find(name);
     return it == j.end() ? nullptr : &*it;
@@ -110,12 +113,6 @@ Status read_options(json& j, NewTask& t, bool take) {
     Status st = check_webhook_url(v->get<std::string>());
     if (!st.ok()) return st;
     t.webhook_url = v->get<std::string>();
-  }
-  if (take) {
-    for (const char* k : {"priority", "max_attempts", "timeout_s", "idempotency_key",
-                          "webhook_url"}) {
-      j.erase(k);
-    }
   }
   return Status::Ok();
 }
@@ -170,9 +167,8 @@ StatusOr<json> parse_json_bounded(std::string_view text, int max_depth) {
   return j;
 }
 
-StatusOr<NewTask> task_from_json(const json& in) {
-  if (!in.is_object()) return Status::Invalid("body", "a task must be a JSON object");
-  json j = in;
+StatusOr<NewTask> task_from_json(const json& j) {
+  if (!j.is_object()) return Status::Invalid("body", "a task must be a JSON object");
   NewTask t;
   auto type = j.find("type");
   if (type == j.end() || !type->is_string()) {
@@ -192,7 +188,7 @@ StatusOr<NewTask> task_from_json(const json& in) {
                                     "payload.prompt");
     if (!st.ok()) return st;
   }
-  Status st = read_options(j, t, false);
+  Status st = read_options(j, t);
   if (!st.ok()) return st;
   for (auto it = j.begin(); it != j.end(); ++it) {
     static const char* kKnown[] = {"type",      "payload",         "priority", "max_attempts",
@@ -248,8 +244,9 @@ StatusOr<NewTask> parse_image_request(std::string_view body) {
   t.type = "image";
   Status st = check_image_payload(j, "prompt");
   if (!st.ok()) return st;
-  st = read_options(j, t, true);
+  st = read_options(j, t);
   if (!st.ok()) return st;
+  for (const char* k : kOptionFields) j.erase(k);
   t.payload = j.dump();
   return t;
 }

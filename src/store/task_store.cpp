@@ -177,12 +177,15 @@ class TaskStore::WriteContext : public StatementCache {
   std::vector<TaskChange> changes;  // what the current transaction changed, in order
 };
 
+// A write waiting for its transaction. The caller sleeps on its own mutex, not the queue's,
+// so answering a batch of callers does not make them queue up on one lock.
 struct TaskStore::WriteOp {
   std::function<Status(WriteContext&)> fn;
   bool savepoint = false;
   Status result;
-  bool done = false;  // guarded by TaskStore::mu_
+  std::mutex mu;
   std::condition_variable cv;
+  bool done = false;  // guarded by mu
 };
 
 class TaskStore::ReaderPool {
@@ -292,11 +295,14 @@ Status TaskStore::write(bool savepoint, std::function<Status(WriteContext&)> fn)
   WriteOp op;
   op.fn = std::move(fn);
   op.savepoint = savepoint;
-  std::unique_lock<std::mutex> lock(mu_);
-  if (stopping_) return Status::Unavailable("shutting_down", "the task store is closed");
-  bool was_idle = pending_.empty();
-  pending_.push_back(&op);
-  if (was_idle) cv_.notify_one();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return Status::Unavailable("shutting_down", "the task store is closed");
+    bool was_idle = pending_.empty();
+    pending_.push_back(&op);
+    if (was_idle) cv_.notify_one();
+  }
+  std::unique_lock<std::mutex> lock(op.mu);
   op.cv.wait(lock, [&] { return op.done; });
   return op.result;
 }
@@ -341,12 +347,12 @@ void TaskStore::writer_loop() {
     } else {
       for (WriteOp* op : batch) op->result = batch_status;
     }
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (WriteOp* op : batch) {
-        op->done = true;
-        op->cv.notify_one();
-      }
+    for (WriteOp* op : batch) {
+      // Notified under the op's own lock: the caller cannot return and destroy the op before
+      // the notification is done.
+      std::lock_guard<std::mutex> lock(op->mu);
+      op->done = true;
+      op->cv.notify_one();
     }
     batch.clear();
   }
