@@ -175,6 +175,8 @@ Parsed parse_command_line(int argc, char** argv) {
   CLI::App app{"taskserver: an asynchronous task queue in front of AI inference backends.\n"
                "With no subcommand it serves (taskserver serve)."};
   app.set_version_flag("--version", TASKSERVER_VERSION);
+  // A flag given twice takes its last value, so wrappers can append overrides.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.require_subcommand(0, 1);
   std::vector<Layered> layered;
   app.add_option("--config", s.config_file, "Config file (TOML): settings and [pool.NAME] sections")
@@ -189,6 +191,7 @@ Parsed parse_command_line(int argc, char** argv) {
   add_layered(&app, layered, "max-body", s.max_body, "Largest JSON body in bytes (413 beyond)");
   add_layered(&app, layered, "max-upload", s.max_upload, "Largest multipart upload in bytes");
   add_layered(&app, layered, "api-token", s.api_tokens, "Require Authorization: Bearer <token> on /api/ (repeatable)");
+  layered.back().option->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   add_layered(&app, layered, "api-token-file", s.api_token_file, "File of API tokens, one per line");
   add_layered(&app, layered, "webhook-secret", s.webhook_secret, "HMAC-SHA256 key for X-Taskserver-Signature");
   add_layered(&app, layered, "log-format", s.log_format, "text or json");

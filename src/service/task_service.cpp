@@ -126,6 +126,11 @@ StatusOr<SubmitOutcome> TaskService::submit(NewTask request, std::optional<Uploa
   Task task = std::move(*built);
   if (!pools_.try_reserve(task.type)) {
     discard_upload();
+    // A repeat adds nothing to the backlog: it is answered even when the backlog is full.
+    if (task.idempotency_key) {
+      auto existing = store_.get_by_idempotency_key(*task.idempotency_key);
+      if (existing.ok() && *existing) return SubmitOutcome{std::move(**existing), false};
+    }
     return backlog_full(task.type);
   }
   if (upload) {

@@ -721,6 +721,17 @@ StatusOr<std::optional<Task>> TaskStore::get_by_seq(int64_t seq) {
   });
 }
 
+StatusOr<std::optional<Task>> TaskStore::get_by_idempotency_key(const std::string& key) {
+  return guarded([&]() -> StatusOr<std::optional<Task>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(std::string("SELECT ") + kTaskColumns +
+                               " FROM tasks WHERE idempotency_key = ?"));
+    s->bind(1, key);
+    if (!s->executeStep()) return std::optional<Task>();
+    return std::optional<Task>(read_task(*s));
+  });
+}
+
 StatusOr<std::vector<Task>> TaskStore::list(const ListQuery& q) {
   return guarded([&]() -> StatusOr<std::vector<Task>> {
     // One statement text per filter combination, so SQLite picks the right index for each.

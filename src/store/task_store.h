@@ -141,6 +141,7 @@ class TaskStore {
   // With details, also the attempts and webhook deliveries.
   StatusOr<std::optional<Task>> get(const std::string& task_id, bool details);
   StatusOr<std::optional<Task>> get_by_seq(int64_t seq);
+  StatusOr<std::optional<Task>> get_by_idempotency_key(const std::string& key);
   StatusOr<std::vector<Task>> list(const ListQuery& query);
   // Up to `limit` QUEUED tasks of `type` due by now_ms, priority then age, skipping `exclude`.
   StatusOr<std::vector<ReadyRow>> fetch_ready(const std::string& type, size_t limit,
