@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Benchmarks of the acknowledged-task path, on this machine, with wrk on the same cores:
+#   1. GET /health: the ceiling of the HTTP layer
+#   2. durable submits (POST /api/v1/tasks, keep-alive, 64 connections) with --sync full and
+#      --sync normal: throughput, p50/p99 latency
+#   3. p50/p99 submit latency at half the full-sync throughput (paced by wrk's delay())
+#   4. a backlog of 1,000,000 QUEUED tasks: start-up time and resident memory, against an
+#      empty store
+# Usage: scripts/bench.sh [seconds per run, default 10]. Prints a summary table at the end.
+# Every load is bounded in time and goes to 127.0.0.1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-10}"
+scripts/install-deps.sh bench
+BUILD_DIR="${BUILD_DIR:-build}" scripts/build.sh
+BIN="$(pwd)/${BUILD_DIR:-build}/taskserver"
+tmp=$(mktemp -d)
+server=""
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+start_server() {  # data_dir extra-args... ; sets $server $url $startup_ms
+  local data=$1; shift
+  local t0; t0=$(date +%s%N)
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$data" --log-level warn --max-queued 100000000 \
+    "$@" >"$tmp/server.out" 2>"$tmp/server.err" &
+  server=$!
+  for _ in $(seq 600); do grep -q "listening on" "$tmp/server.out" 2>/dev/null && break; sleep 0.01; done
+  url=$(sed -n 's/^listening on //p' "$tmp/server.out" | head -1)
+  [ -n "$url" ] || { cat "$tmp/server.err"; echo "server did not start" >&2; exit 1; }
+  startup_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+stop_server() { kill "$server"; wait "$server" || true; server=""; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$server/status"; }
+
+cat >"$tmp/post.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"type":"image","payload":{"prompt":"a red fox","n":1,"size":"512x512"}}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+# The same request, paced: each connection waits `pace_ms` between requests.
+cat >"$tmp/paced.lua" <<'EOF'
+wrk.method = "POST"
+wrk.body = '{"type":"image","payload":{"prompt":"a red fox","n":1,"size":"512x512"}}'
+wrk.headers["Content-Type"] = "application/json"
+local pace = tonumber(os.getenv("PACE_MS"))
+function delay() return pace end
+EOF
+
+# wrk_run LABEL ARGS... → "rate p50_ms p99_ms non2xx"
+wrk_run() {
+  local out; out=$(wrk --latency "$@")
+  local rate p50 p99 bad
+  rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
+  p50=$(awk '$1=="50%"{print $2}' <<<"$out")
+  p99=$(awk '$1=="99%"{print $2}' <<<"$out")
+  bad=$(awk '/Non-2xx/{print $5}' <<<"$out")
+  to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~ /ms$/) printf "%.3f", v+0; else if (v ~ /s$/) printf "%.3f", v*1000; else print v }'; }
+  echo "$rate $(to_ms "$p50") $(to_ms "$p99") ${bad:-0}"
+}
+
+echo "== $(nproc) cores, $SECS s per run, wrk -t2 -c64 on the same machine"
+declare -A R
+for sync in full normal; do
+  start_server "$tmp/data-$sync" --sync "$sync"
+  wrk -t2 -c64 -d2s "$url/health" >/dev/null  # warm-up
+  read -r h_rate h50 h99 _ <<<"$(wrk_run -t2 -c64 -d"${SECS}s" "$url/health")"
+  read -r s_rate s50 s99 s_bad <<<"$(wrk_run -t2 -c64 -d"${SECS}s" -s "$tmp/post.lua" "$url/api/v1/tasks")"
+  R[$sync]="$h_rate $s_rate $s50 $s99 $s_bad"
+  echo "sync=$sync: GET /health ${h_rate}/s; submits ${s_rate}/s p50 ${s50} ms p99 ${s99} ms (non-2xx: $s_bad)"
+  if [ "$sync" = full ]; then
+    # Half the measured full-sync rate, spread over 64 paced connections.
+    half=$(awk -v r="$s_rate" 'BEGIN{printf "%d", r/2}')
+    pace=$(awk -v r="$half" 'BEGIN{printf "%d", 64000/r}')
+    read -r p_rate p50 p99 _ <<<"$(PACE_MS=$pace wrk_run -t2 -c64 -d"${SECS}s" -s "$tmp/paced.lua" "$url/api/v1/tasks")"
+    R[half]="$half $p_rate $p50 $p99"
+    echo "sync=full at half load (target ${half}/s, ${pace} ms between requests per connection): ${p_rate}/s p50 ${p50} ms p99 ${p99} ms"
+  fi
+  rows=$(sqlite3 "$tmp/data-$sync/tasks.db" "SELECT COUNT(*) FROM tasks" 2>/dev/null || echo "?")
+  stop_server
+  echo "   rows committed: $rows"
+done
+
+echo "== backlog of 1,000,000 queued tasks"
+start_server "$tmp/data-empty"
+sleep 1
+rss_empty=$(rss_kb); empty_startup=$startup_ms
+stop_server
+"$BIN" migrate --data-dir "$tmp/data-big" >/dev/null
+t0=$(date +%s)
+sqlite3 "$tmp/data-big/tasks.db" <<'EOF'
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = OFF;
+WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000)
+INSERT INTO tasks (task_id, type, payload, priority, status, created_at)
+SELECT lower(hex(randomblob(13))), 'image', '{"prompt":"backlog ' || x || '"}', abs(random()) % 10,
+       'QUEUED', 1700000000000 + x FROM c;
+PRAGMA wal_checkpoint(TRUNCATE);
+EOF
+echo "   filled in $(( $(date +%s) - t0 )) s ($(du -h "$tmp/data-big/tasks.db" | cut -f1))"
+start_server "$tmp/data-big"
+big_startup=$startup_ms
+sleep 3
+rss_big=$(rss_kb)
+depth=$(curl -s "$url/api/v1/stats/queues" | jq '.queues[] | select(.pool=="image") | .depth')
+in_memory=$(curl -s "$url/api/v1/stats/queues" | jq '.queues[] | select(.pool=="image") | .in_memory')
+# The server still takes work on top of the backlog.
+code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST "$url/api/v1/image/async" -d '{"prompt":"on top"}')
+pos=$(curl -s "$url/api/v1/tasks?limit=1" | jq -r '.tasks[0].task_id' | xargs -I{} curl -s "$url/api/v1/tasks/{}" | jq .queue_position)
+# A submit burst on top of the backlog: the store is big, the path is the same.
+read -r b_rate b50 b99 _ <<<"$(wrk_run -t2 -c64 -d"$(( SECS / 2 > 2 ? SECS / 2 : 2 ))s" -s "$tmp/post.lua" "$url/api/v1/tasks")"
+rss_after=$(rss_kb)
+stop_server
+
+read -r h_full s_full s50_full s99_full bad_full <<<"${R[full]}"
+read -r h_norm s_norm s50_norm s99_norm bad_norm <<<"${R[normal]}"
+read -r half_target half_rate half50 half99 <<<"${R[half]}"
+ratio=$(awk -v s="$s_full" -v h="$h_full" 'BEGIN{printf "%.2f", s/h}')
+cat <<EOF
+
+== summary ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t2 -c64 -d${SECS}s on the same machine)
+| measure                                   | value |
+|-------------------------------------------|-------|
+| GET /health (sync=full run)               | ${h_full} req/s |
+| durable submits, --sync full              | ${s_full} req/s (p50 ${s50_full} ms, p99 ${s99_full} ms) |
+| ratio to GET /health of the same run      | ${ratio} |
+| submits, --sync normal                    | ${s_norm} req/s (p50 ${s50_norm} ms, p99 ${s99_norm} ms; /health ${h_norm}) |
+| --sync full at half load (${half_target}/s target) | ${half_rate} req/s, p50 ${half50} ms, p99 ${half99} ms |
+| start-up, empty store                     | ${empty_startup} ms |
+| start-up, 1,000,000 queued                | ${big_startup} ms |
+| RSS, empty store                          | $((rss_empty / 1024)) MiB |
+| RSS, 1,000,000 queued (channel ${in_memory} in memory, depth ${depth}) | $((rss_big / 1024)) MiB |
+| RSS after a ${SECS}-ish s submit burst on top | $((rss_after / 1024)) MiB (burst ${b_rate} req/s, p99 ${b99} ms) |
+| submit on top of the backlog              | HTTP ${code}, newest task's queue_position ${pos} |
+EOF
