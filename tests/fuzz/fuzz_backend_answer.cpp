@@ -1,0 +1,5 @@
+// libFuzzer target: see ts::fuzz::backend_answer in fuzz_entry.h (scripts/fuzz.sh builds and runs
+// it).
+#include "fuzz_entry.h"
+
+TS_FUZZ_TARGET(ts::fuzz::backend_answer)
