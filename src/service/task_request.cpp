@@ -162,6 +162,11 @@ StatusOr<json> parse_json_bounded(std::string_view text, int max_depth) {
   if (nesting_depth(text, max_depth) > max_depth) {
     return Status::Malformed("JSON nests deeper than " + std::to_string(max_depth) + " levels");
   }
+  // nlohmann's lexer takes a NUL byte for the end of the input, so "{...}\0junk" would pass
+  // with the junk ignored. A raw NUL is never valid JSON (in a string it must be escaped).
+  if (text.find('\0') != std::string_view::npos) {
+    return Status::Malformed("the body is not valid JSON (it holds a NUL byte)");
+  }
   json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Status::Malformed("the body is not valid JSON (UTF-8)");
   return j;

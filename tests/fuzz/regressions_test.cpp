@@ -42,3 +42,13 @@ TEST_CASE("fuzz: every committed seed passes the fuzz targets' checks") {
 }
 
 TEST_CASE("fuzz: every input that once failed a fuzz target passes now") { replay("regressions"); }
+
+TEST_CASE("fuzz regression: a NUL byte does not end a JSON body early") {
+  using namespace std::string_literals;
+  auto t = ts::parse_task_request("{\"type\":\"image\",\"payload\":{\"prompt\":\"x\"}}\0junk"s);
+  REQUIRE_FALSE(t.ok());
+  CHECK(t.status().code() == ts::Code::kMalformed);
+  CHECK(ts::parse_image_request("{\"prompt\":\"x\"}\0"s).status().code() == ts::Code::kMalformed);
+  CHECK(ts::parse_batch_request("{\"tasks\":[{\"type\":\"a\"}]}\0]"s).status().code() ==
+        ts::Code::kMalformed);
+}
