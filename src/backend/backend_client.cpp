@@ -55,7 +55,9 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
     return out;
   }
   httplib::Client cli(url->origin());
-  set_timeouts(cli, request.connect_timeout_ms, request.timeout_ms);
+  // The attempt's deadline is enforced by the caller's watchdog (abort with kTimeout); the
+  // socket timeouts sit a little past it as a backstop.
+  set_timeouts(cli, request.connect_timeout_ms, request.timeout_ms + 1000);
   cli.set_keep_alive(false);
   std::string path = url->path + request.path;
 
@@ -120,7 +122,7 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
       out.error = "cannot connect: " + httplib::to_string(err);
     } else if (err == httplib::Error::Read && elapsed_ms + 50 >= request.timeout_ms) {
       out.result = CallResult::kTimeout;
-      out.error = "no answer within " + std::to_string(request.timeout_ms) + " ms";
+      out.error = "timed out after " + std::to_string(elapsed_ms) + " ms";
     } else {
       out.result = CallResult::kConnectError;
       out.error = "connection failed: " + httplib::to_string(err);
