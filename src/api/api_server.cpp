@@ -838,9 +838,19 @@ void ApiServer::install(HttpServer& server) {
   route("DELETE", R"(/api/v1/tasks/([^/]+))",
         {"cancel", "/api/v1/tasks/{id}", "Cancel a queued or running task."},
         [impl](const Request& req, Response& res) { impl->cancel(req.matches[1], res); });
-  route("POST", R"(/api/v1/tasks/([^/]+)/cancel)",
-        {"cancel", "/api/v1/tasks/{id}/cancel", "Cancel a queued or running task."},
-        [impl](const Request& req, Response& res) { impl->cancel(req.matches[1], res); });
+  // A content-reader route: httplib would otherwise insist on reading a body, and answer 400 to
+  // `curl -XPOST .../cancel`, which sends none (and no Content-Length).
+  route_reader(R"(/api/v1/tasks/([^/]+)/cancel)",
+               {"cancel", "/api/v1/tasks/{id}/cancel", "Cancel a queued or running task."},
+               [impl](const Request& req, Response& res, const httplib::ContentReader& reader) {
+                 if (!req.get_header_value("Content-Length").empty() ||
+                     !req.get_header_value("Transfer-Encoding").empty()) {
+                   std::string ignored;
+                   Status st = impl->read_body(reader, impl->opt.max_body, &ignored);
+                   if (!st.ok()) return send_error(res, st);
+                 }
+                 impl->cancel(req.matches[1], res);
+               });
   route("POST", "/api/v1/image/async",
         {"image_async", "/api/v1/image/async", "Seed shape: {prompt, ...} becomes an image task."},
         [impl](const Request& req, Response& res) { impl->submit_image(req, res); });
