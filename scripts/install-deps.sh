@@ -5,6 +5,7 @@
 #   scripts/install-deps.sh browser    + chromium and node (the dashboard's browser test)
 #   scripts/install-deps.sh fuzz       + clang's libFuzzer runtime (scripts/fuzz.sh)
 #   scripts/install-deps.sh package    + dpkg-dev, lintian, systemd (the .deb and unit checks)
+#   scripts/install-deps.sh metrics    + prometheus (promtool checks the /metrics format)
 set -euo pipefail
 
 want=(g++ cmake make pkg-config git ca-certificates curl jq
@@ -16,7 +17,8 @@ for extra in "$@"; do
     browser) want+=(chromium nodejs npm) ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;
     package) want+=(dpkg-dev fakeroot lintian systemd file) ;;
-    *) echo "install-deps.sh: unknown extra '$extra' (bench, browser, fuzz, package)" >&2; exit 2 ;;
+    metrics) want+=(prometheus) ;;
+    *) echo "install-deps.sh: unknown extra '$extra' (bench, browser, fuzz, package, metrics)" >&2; exit 2 ;;
   esac
 done
 

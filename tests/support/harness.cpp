@@ -55,8 +55,9 @@ Process::Process(const std::vector<std::string>& args,
     std::string kv = *e;
     std::string key = kv.substr(0, kv.find('='));
     // The test's own environment must not leak backend URLs or settings into the child.
+    // Nor may a test run under systemd send READY=1 to the real manager.
     if (key.rfind("IMAGE_GEN_URL", 0) == 0 || key.rfind("WHISPER_URL", 0) == 0 ||
-        key.rfind("TASKSERVER_", 0) == 0 || env.count(key)) {
+        key.rfind("TASKSERVER_", 0) == 0 || key == "NOTIFY_SOCKET" || env.count(key)) {
       continue;
     }
     env_strings.push_back(kv);

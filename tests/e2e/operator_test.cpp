@@ -1,0 +1,262 @@
+// Issue 6 end to end: metrics, readiness, auth, limits, JSON logs and the CLI client.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <signal.h>
+#include <sstream>
+#include <thread>
+
+#include "support/harness.h"
+
+using namespace tst;
+
+namespace {
+
+std::string metrics_text(const Server& server) {
+  auto c = server.client();
+  auto r = c.Get("/metrics");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->get_header_value("Content-Type").rfind("text/plain; version=0.0.4", 0) == 0);
+  return r->body;
+}
+
+// The value of one sample line "name{labels} value", or -1 when absent.
+double sample(const std::string& text, const std::string& series) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+std::string run_cli(const TempDir& dir, const std::vector<std::string>& args, int* code,
+                    const std::string& name) {
+  std::vector<std::string> argv = {taskserver_bin()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv, {}, dir.path(), name);
+  *code = p.wait(std::chrono::seconds(60));
+  return p.stdout_text() + p.stderr_text();
+}
+
+}  // namespace
+
+TEST_CASE("e2e metrics: values move as tasks run and promtool accepts the format") {
+  TempDir dir;
+  MockBackend b(dir, {"--latency-ms", "20"});
+  MockBackend bad(dir, {"--latency-ms", "5", "--status-code", "422"});
+  Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}, {"WHISPER_URL", bad.url()}});
+  REQUIRE(server.started());
+  std::string before = metrics_text(server);
+  CHECK(sample(before, "task_queue_size{queue=\"image\"}") == 0);
+  CHECK(sample(before, "worker_pool_idle{pool=\"image\"}") == 1);
+  CHECK(sample(before, "backend_up{pool=\"image\",backend=\"" + b.url() + "\"}") == 1);
+  int status = 0;
+  for (int i = 0; i < 3; ++i) {
+    json t = server.post("/api/v1/image/async", json{{"prompt", "m" + std::to_string(i)}}.dump(), &status);
+    REQUIRE(status == 202);
+    server.wait_final(t["task_id"]);
+  }
+  json f = server.post("/api/v1/tasks", R"({"type":"transcribe","payload":{}})", &status);
+  REQUIRE(status == 202);
+  CHECK(server.wait_final(f["task_id"])["status"] == "FAILED");
+  std::string after = metrics_text(server);
+  CHECK(sample(after, "task_success_total{task_type=\"image\"}") == 3);
+  CHECK(sample(after, "task_failure_total{task_type=\"transcribe\"}") == 1);
+  CHECK(sample(after, "tasks_submitted_total{task_type=\"image\"}") == 3);
+  CHECK(sample(after, "task_processing_duration_seconds_count{task_type=\"image\"}") == 3);
+  CHECK(sample(after, "task_processing_duration_seconds_bucket{task_type=\"image\",le=\"+Inf\"}") == 3);
+  CHECK(sample(after, "http_requests_total{method=\"POST\",route=\"image_async\",code=\"202\"}") == 3);
+  CHECK(sample(after, "backend_requests_total{pool=\"image\",backend=\"" + b.url() + "\",outcome=\"done\"}") == 3);
+  CHECK(sample(after, "backend_inflight{pool=\"image\",backend=\"" + b.url() + "\"}") == 0);
+  CHECK(after.find("# TYPE task_processing_duration_seconds histogram") != std::string::npos);
+  CHECK(after.find("worker_pool_active{pool=\"image\"}") != std::string::npos);
+
+  if (access("/usr/bin/promtool", X_OK) == 0) {
+    std::string path = dir.file("metrics.txt");
+    std::ofstream(path) << after;
+    // promtool reads the exposition from stdin.
+    Process sh({"/bin/sh", "-c", "/usr/bin/promtool check metrics < " + path}, {}, dir.path(),
+               "promtool-sh");
+    int code = sh.wait(std::chrono::seconds(30));
+    CAPTURE(sh.stdout_text() + sh.stderr_text());
+    CHECK(code == 0);
+  } else {
+    MESSAGE("promtool is not installed: format check skipped (scripts/install-deps.sh metrics)");
+  }
+  json queues = server.get("/api/v1/stats/queues");
+  json workers = server.get("/api/v1/stats/workers");
+  CHECK(queues["queues"][0].contains("oldest_queued_age_s"));
+  CHECK(workers["workers"][0]["idle"].get<int>() + workers["workers"][0]["busy"].get<int>() ==
+        workers["workers"][0]["workers"].get<int>());
+}
+
+TEST_CASE("e2e ready: 503 naming the pool while all its backends are down - 200 when one is back") {
+  TempDir dir;
+  MockBackend b(dir, {"--latency-ms", "5"});
+  Server server(dir, {"--fall", "2", "--rise", "1"}, {{"IMAGE_GEN_URL", b.url()}});
+  REQUIRE(server.started());
+  int status = 0;
+  CHECK(eventually([&] {
+    server.get("/ready", &status);
+    return status == 200;
+  }));
+  b.set_healthy(false);
+  json r;
+  CHECK(eventually([&] {
+    r = server.get("/ready", &status);
+    return status == 503;
+  }));
+  CHECK(r["ready"] == false);
+  CHECK(r["reasons"][0].get<std::string>().find("pool image has no healthy backend") != std::string::npos);
+  b.set_healthy(true);
+  CHECK(eventually([&] {
+    server.get("/ready", &status);
+    return status == 200;
+  }));
+  server.get("/health", &status);
+  CHECK(status == 200);
+}
+
+TEST_CASE("e2e auth: every /api/ route needs the token - /health stays open") {
+  TempDir dir;
+  std::string tokens = dir.file("tokens");
+  std::ofstream(tokens) << "# rotated monthly\nold-token\nnew-token\n";
+  Server server(dir, {"--api-token-file", tokens});
+  REQUIRE(server.started());
+  auto c = server.client();
+  for (const char* path : {"/api/v1/tasks", "/api/v1/backends", "/api/v1/stats/queues",
+                           "/api/v1/tasks/01m85wj7s6kt1ykfemt8secf9z", "/api/v1/events"}) {
+    CAPTURE(std::string(path));
+    auto r = c.Get(path);
+    REQUIRE(r);
+    CHECK(r->status == 401);
+    CHECK(json::parse(r->body)["error"]["code"] == "unauthorized");
+    CHECK(r->get_header_value("WWW-Authenticate").find("Bearer") != std::string::npos);
+  }
+  auto post = c.Post("/api/v1/image/async", R"({"prompt":"x"})", "application/json");
+  CHECK(post->status == 401);
+  auto wrong = c.Get("/api/v1/tasks", {{"Authorization", "Bearer nope"}});
+  CHECK(wrong->status == 401);
+  for (const char* t : {"old-token", "new-token"}) {
+    auto ok = c.Get("/api/v1/tasks", {{"Authorization", std::string("Bearer ") + t}});
+    CHECK(ok->status == 200);
+  }
+  auto sub = c.Post("/api/v1/image/async", {{"Authorization", "Bearer new-token"}},
+                    R"({"prompt":"x"})", "application/json");
+  CHECK(sub->status == 202);
+  CHECK(c.Get("/health")->status == 200);
+  CHECK(c.Get("/metrics")->status == 200);
+  CHECK(server.count_rows() == 1);
+}
+
+TEST_CASE("e2e limits: bodies over --max-body get 413 and write nothing") {
+  TempDir dir;
+  Server server(dir, {"--max-body", "4096"});
+  REQUIRE(server.started());
+  int status = 0;
+  std::string big = R"({"prompt":")" + std::string(5000, 'x') + "\"}";
+  json r = server.post("/api/v1/image/async", big, &status);
+  CHECK(status == 413);
+  CHECK(r["error"]["code"] == "payload_too_large");
+  r = server.post("/api/v1/tasks", R"({"type":"image","payload":{"prompt":")" + std::string(5000, 'y') + "\"}}", &status);
+  CHECK(status == 413);
+  CHECK(server.count_rows() == 0);
+  server.post("/api/v1/image/async", R"({"prompt":"small"})", &status);
+  CHECK(status == 202);
+}
+
+TEST_CASE("e2e logs: --log-format json writes one JSON object per line with task ids") {
+  TempDir dir;
+  MockBackend b(dir, {"--latency-ms", "5"});
+  Server server(dir, {"--log-format", "json"}, {{"IMAGE_GEN_URL", b.url()}});
+  REQUIRE(server.started());
+  int status = 0;
+  json t = server.post("/api/v1/image/async", R"({"prompt":"logged \"quoted\"\nline"})", &status);
+  REQUIRE(status == 202);
+  std::string id = t["task_id"];
+  server.wait_final(id);
+  REQUIRE(server.stop() == 0);
+  std::istringstream in(server.process().stderr_text());
+  int lines = 0, for_task = 0;
+  std::set<std::string> transitions;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    ++lines;
+    json j = json::parse(line, nullptr, false);
+    CAPTURE(line);
+    REQUIRE(j.is_object());
+    CHECK(j.contains("ts"));
+    CHECK(j.contains("level"));
+    CHECK(j["msg"].is_string());
+    if (j.value("task_id", "") == id) {
+      ++for_task;
+      transitions.insert(j["msg"].get<std::string>().substr(32));
+    }
+  }
+  CHECK(lines >= 3);
+  CHECK(for_task >= 2);  // QUEUED -> RUNNING, RUNNING -> DONE
+  bool saw_done = false;
+  for (const auto& tr : transitions) saw_done |= tr.find("RUNNING -> DONE") != std::string::npos;
+  CHECK(saw_done);
+}
+
+TEST_CASE("e2e cli: submit --wait - status - cancel - list and exit codes scripts can use") {
+  TempDir dir;
+  MockBackend b(dir, {"--latency-ms", "200"});
+  MockBackend failing(dir, {"--latency-ms", "5", "--status-code", "400"});
+  Server server(dir, {"--api-token", "t0k"},
+                {{"IMAGE_GEN_URL", b.url()}, {"WHISPER_URL", failing.url()}});
+  REQUIRE(server.started());
+  std::vector<std::string> common = {"--server", server.url(), "--token", "t0k"};
+  auto with = [&](std::vector<std::string> v) {
+    v.insert(v.begin() + 1, common.begin(), common.end());
+    return v;
+  };
+  int code = -1;
+  std::string out = run_cli(dir, with({"submit", "--prompt", "cli fox", "--wait", "-q"}), &code, "cli1");
+  CHECK(code == 0);
+  CHECK(out.find("/api/images/") != std::string::npos);
+  std::string id = out.substr(0, 26);
+  out = run_cli(dir, with({"status", id}), &code, "cli2");
+  CHECK(code == 0);
+  CHECK(out.find("DONE") != std::string::npos);
+  out = run_cli(dir, with({"submit", "--type", "transcribe", "--payload", "{}", "--wait", "-q"}), &code, "cli3");
+  CHECK(code == 1);  // FAILED
+  out = run_cli(dir, with({"submit", "--prompt", "to cancel", "--priority", "low"}), &code, "cli4");
+  CHECK(code == 0);
+  std::string victim = out.substr(0, 26);
+  run_cli(dir, with({"cancel", victim}), &code, "cli5");
+  CHECK((code == 0 || code == 5));
+  out = run_cli(dir, with({"wait", victim, "-q"}), &code, "cli6");
+  CHECK((code == 2 || code == 0));  // CANCELED, or it finished before the cancel
+  out = run_cli(dir, with({"list", "--limit", "10"}), &code, "cli7");
+  CHECK(code == 0);
+  CHECK(out.find(id) != std::string::npos);
+  out = run_cli(dir, {"status", "--server", server.url(), id}, &code, "cli8");
+  CHECK(code == 4);  // no token: 401
+  out = run_cli(dir, with({"status", "01m85wj7s6kt1ykfemt8secf9z"}), &code, "cli9");
+  CHECK(code == 4);
+  CHECK(out.find("404") != std::string::npos);
+  // A wait that runs out of time says so with its own code.
+  TempDir slow_dir;
+  MockBackend slow(slow_dir, {"--latency-ms", "10000"});
+  Server slow_server(slow_dir, {"--shutdown-grace", "0"}, {{"IMAGE_GEN_URL", slow.url()}});
+  REQUIRE(slow_server.started());
+  out = run_cli(dir, {"submit", "--server", slow_server.url(), "--prompt", "slow", "--wait",
+                      "--timeout", "1", "-q"}, &code, "cli10");
+  CHECK(code == 3);
+}
+
+TEST_CASE("e2e listen: binding beyond loopback without a token logs a warning") {
+  TempDir dir;
+  Process p({taskserver_bin(), "serve", "--listen", "0.0.0.0:0", "--data-dir", dir.file("data")},
+            {}, dir.path(), "open");
+  REQUIRE(!p.wait_listening(std::chrono::seconds(20)).empty());
+  CHECK(eventually([&] { return p.stderr_text().find("without --api-token") != std::string::npos; }));
+  p.signal(SIGTERM);
+  CHECK(p.wait(std::chrono::seconds(20)) == 0);
+}
