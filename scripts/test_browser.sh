@@ -30,7 +30,8 @@ if [ ! -f tests/browser/node_modules/playwright-core/package.json ]; then
   (cd tests/browser && timeout 300 npm install --no-audit --no-fund --loglevel=error)
 fi
 
-tmp=$(mktemp -d)
+# Scratch space (data dirs, logs) beside the build rather than in a shared /tmp.
+tmp=$(mktemp -d "$build/browser-test.XXXXXX")
 demo_pid=""
 stop_demo() {
   [ -n "$demo_pid" ] || return 0
@@ -51,7 +52,7 @@ start_demo() {
   demo_pid=$!
   url=""
   for _ in $(seq 200); do
-    url=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$tmp/$name/out" | head -1)
+    url=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$tmp/$name/out" 2>/dev/null | head -1 || true)
     [ -n "$url" ] && return 0
     kill -0 "$demo_pid" 2>/dev/null || break
     sleep 0.1

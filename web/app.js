@@ -954,7 +954,24 @@
     // The stats first: they give the event id to stream from, so the list fetched after it
     // misses nothing (a change in between is both in the list and replayed, applied twice
     // harmlessly).
-    pollStats().then(loadPage);
+    askFirstIfNeeded().then(pollStats).then(loadPage);
+  }
+
+  // Where the open /health says the API wants a token (an "auth" field, when the server
+  // has it), the page asks before its first call rather than after a 401.
+  async function askFirstIfNeeded() {
+    if (token) return;
+    try {
+      const res = await fetch('/health', { cache: 'no-store' });
+      const health = res.ok ? await res.json() : {};
+      if (health && health.auth === true) {
+        authNeeded = true;
+        updateTokenButton();
+        await askToken('This server needs an API token (Authorization: Bearer).');
+      }
+    } catch {
+      // No answer or no token given: the API calls that follow sort it out.
+    }
   }
 
   init();
