@@ -1,0 +1,275 @@
+#!/usr/bin/env bash
+# Soak test: the release binary with three mock backends (50 ms latency; one fails 20% of its
+# requests, one is flipped unhealthy and back every 20 s) under mixed submits, polls, lists
+# and cancels at a bounded rate for N minutes, all on 127.0.0.1. Samples the server's RSS and
+# open fds at the start, every minute and at the end; then waits for the backlog to drain and
+# checks that every submitted task reached DONE, FAILED or CANCELED.
+#   scripts/soak.sh [minutes]          default 10; binary: ${BUILD_DIR:-build}/taskserver
+# Knobs (environment): SOAK_WORKERS (3 client loops), SOAK_PAUSE (0.05 s between a loop's
+# rounds), SOAK_MAX_TASKS (50000), SOAK_DRAIN_S (300), SOAK_RSS_GROWTH_PCT (20),
+# SOAK_RSS_NOISE_KB (8192: growth under this is noise whatever the percentage), SOAK_FD_SLACK (0),
+# SOAK_KEEP=1 keeps the work folder.
+# Exits 1 when a task is not final, the server died or answered 5xx, RSS grew beyond noise after
+# the first minute's warm-up, or open fds grew.
+set -euo pipefail
+export LC_ALL=C  # sort and join must agree on the order
+cd "$(dirname "$0")/.."
+minutes="${1:-10}"
+[[ "$minutes" =~ ^[0-9]+$ && "$minutes" -gt 0 ]] || { echo "usage: scripts/soak.sh [minutes]" >&2; exit 2; }
+bin="${BUILD_DIR:-build}/taskserver"
+[ -x "$bin" ] || { echo "soak.sh: no $bin (build it: BUILD_DIR=${BUILD_DIR:-build} scripts/build.sh)" >&2; exit 2; }
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || { echo "soak.sh: needs $tool (scripts/install-deps.sh)" >&2; exit 2; }
+done
+workers="${SOAK_WORKERS:-3}"
+pause="${SOAK_PAUSE:-0.05}"
+max_tasks="${SOAK_MAX_TASKS:-50000}"
+drain_s="${SOAK_DRAIN_S:-300}"
+rss_pct="${SOAK_RSS_GROWTH_PCT:-20}"
+rss_noise="${SOAK_RSS_NOISE_KB:-8192}"
+fd_slack="${SOAK_FD_SLACK:-0}"
+
+work="$(mktemp -d /tmp/taskserver-soak-XXXXXX)"
+pids=()  # every process this script started, ended by id on exit
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "${SOAK_KEEP:-}" ]; then echo "work folder kept: $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits for "listening on <url>" in a process's stdout; prints the URL.
+listening_url() {
+  local out="$1" i
+  for i in $(seq 1 300); do
+    if grep -q 'listening on ' "$out" 2>/dev/null; then
+      grep -m1 -o 'listening on [^ ]*' "$out" | cut -d' ' -f3
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "soak.sh: no 'listening on' in $out" >&2
+  cat "${out%.out}.err" >&2 || true
+  return 1
+}
+
+mock_urls=()
+for n in 1 2 3; do
+  extra=()
+  [ "$n" -eq 2 ] && extra=(--fail-rate 0.2)
+  "$bin" mock-backend --listen 127.0.0.1:0 --latency-ms 50 "${extra[@]}" \
+    >"$work/mock$n.out" 2>"$work/mock$n.err" &
+  pids+=($!)
+  mock_urls+=("$(listening_url "$work/mock$n.out")")
+done
+flaky="${mock_urls[2]}"
+
+IMAGE_GEN_URL_1="${mock_urls[0]}" IMAGE_GEN_URL_2="${mock_urls[1]}" IMAGE_GEN_URL_3="${mock_urls[2]}" \
+  "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" --health-interval 500 \
+  >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+pids+=("$server_pid")
+url="$(listening_url "$work/server.out")"
+echo "soak: $minutes min against $url (pid $server_pid), backends ${mock_urls[*]}" >&2
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status"; }
+# The fewest open fds over five looks 200 ms apart: a health probe or a request in flight holds
+# one for a moment, a leak holds it for good.
+fd_count() {
+  local least=999999 i n
+  for i in 1 2 3 4 5; do
+    n=$(find "/proc/$server_pid/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+    [ "$n" -lt "$least" ] && least=$n
+    sleep 0.2
+  done
+  echo "$least"
+}
+alive() { kill -0 "$server_pid" 2>/dev/null; }
+totals() { curl -sf -m 10 "$url/api/v1/stats" | jq -c '.totals'; }
+
+start_ts=$(date +%s)
+end_ts=$((start_ts + minutes * 60))
+rss_start=$(rss_kb)
+fds_start=$(fd_count)
+rss_max=$rss_start
+echo "0 $rss_start $fds_start" >"$work/samples"
+
+# One client loop: each round submits a task (some with an idempotency key, sent twice: the
+# second must return the same task), polls a recent one, and now and then cancels one or lists.
+client() {
+  local n="$1" round=0 last="" code resp id key prio
+  local ids="$work/ids.$n" bad="$work/bad.$n" canceled="$work/canceled.$n"
+  : >"$ids"; : >"$bad"; : >"$canceled"
+  while [ "$(date +%s)" -lt "$end_ts" ]; do
+    round=$((round + 1))
+    [ "$(cat "$work"/ids.* | wc -l)" -ge "$max_tasks" ] && break
+    prio=$((RANDOM % 10))
+    key=""
+    [ $((round % 5)) -eq 0 ] && key="soak-$n-$round"
+    if [ $((round % 3)) -eq 0 ]; then
+      resp=$(curl -s -m 10 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+        ${key:+-H "Idempotency-Key: $key"} \
+        --data "{\"prompt\":\"soak $n $round\",\"priority\":$prio}" "$url/api/v1/image/async" || echo $'\n000')
+    else
+      resp=$(curl -s -m 10 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+        --data "{\"type\":\"image\",\"payload\":{\"prompt\":\"soak $n $round\"},\"priority\":$prio,\"max_attempts\":3${key:+,\"idempotency_key\":\"$key\"}}" \
+        "$url/api/v1/tasks" || echo $'\n000')
+    fi
+    code="${resp##*$'\n'}"
+    id=""
+    [[ "$resp" =~ \"task_id\":\"([0-9a-z]+)\" ]] && id="${BASH_REMATCH[1]}"
+    if [ "$code" = 202 ] && [ -n "$id" ]; then
+      echo "$id" >>"$ids"
+      last="$id"
+      if [ -n "$key" ]; then
+        resp=$(curl -s -m 10 -w '\n%{http_code}' -H 'Content-Type: application/json' \
+          -H "Idempotency-Key: $key" --data "{\"prompt\":\"soak $n $round again\"}" \
+          "$url/api/v1/image/async" || echo $'\n000')
+        [[ "${resp##*$'\n'}" = 200 && "$resp" == *"\"task_id\":\"$id\""* ]] ||
+          echo "idempotent resubmit: ${resp//$'\n'/ }" >>"$bad"
+      fi
+    elif [ "$code" != 429 ]; then
+      echo "submit $code: ${resp//$'\n'/ }" >>"$bad"
+    fi
+    if [ -n "$last" ] && [ $((round % 2)) -eq 0 ]; then
+      code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "$url/api/v1/tasks/$last" || echo 000)
+      [ "$code" = 200 ] || echo "poll $last: $code" >>"$bad"
+    fi
+    if [ -n "$last" ] && [ $((round % 10)) -eq 0 ]; then
+      code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X DELETE "$url/api/v1/tasks/$last" || echo 000)
+      case "$code" in
+        200) echo "$last" >>"$canceled" ;;
+        409) ;;  # already final
+        *) echo "cancel $last: $code" >>"$bad" ;;
+      esac
+    fi
+    if [ $((round % 20)) -eq 0 ]; then
+      code=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "$url/api/v1/tasks?limit=50&status=QUEUED" || echo 000)
+      [ "$code" = 200 ] || echo "list: $code" >>"$bad"
+    fi
+    sleep "$pause"
+  done
+}
+
+# Flips the third backend unhealthy and back every 20 s while the load runs.
+flipper() {
+  local ok=false
+  while [ "$(date +%s)" -lt "$end_ts" ]; do
+    curl -s -m 5 -o /dev/null -X POST "$flaky/admin/health?ok=$ok" || true
+    [ "$ok" = false ] && ok=true || ok=false
+    sleep 20
+  done
+  curl -s -m 5 -o /dev/null -X POST "$flaky/admin/health?ok=true" || true
+}
+
+load_pids=()
+for n in $(seq 1 "$workers"); do
+  client "$n" &
+  load_pids+=($!)
+  pids+=($!)
+done
+flipper &
+load_pids+=($!)
+pids+=($!)
+
+minute=0
+while [ "$(date +%s)" -lt "$end_ts" ]; do
+  left=$((end_ts - $(date +%s)))
+  [ "$left" -gt 60 ] && left=60
+  [ "$left" -gt 0 ] && sleep "$left"
+  alive || { echo "soak: the server died" >&2; cat "$work/server.err" | tail -20 >&2; exit 1; }
+  minute=$((minute + 1))
+  rss=$(rss_kb)
+  fds=$(fd_count)
+  [ "$rss" -gt "$rss_max" ] && rss_max=$rss
+  echo "$minute $rss $fds" >>"$work/samples"
+  printf 'soak: minute %d: %d submitted, RSS %d MB, %d fds, totals %s\n' "$minute" \
+    "$(cat "$work"/ids.* 2>/dev/null | wc -l)" $((rss / 1024)) "$fds" "$(totals || echo '?')" >&2
+done
+for p in "${load_pids[@]}"; do wait "$p" || true; done
+
+# Drain: every task reaches a final state.
+echo "soak: load over; waiting up to ${drain_s}s for the backlog to drain" >&2
+drained=no
+for i in $(seq 1 "$drain_s"); do
+  t=$(totals || echo '{}')
+  if [ "$(jq '(.QUEUED // 1) + (.RUNNING // 1)' <<<"$t")" = 0 ]; then
+    drained=yes
+    break
+  fi
+  sleep 1
+done
+alive || { echo "soak: the server died" >&2; tail -20 "$work/server.err" >&2; exit 1; }
+sleep 2  # let the last connections of the load close before the final count
+rss_end=$(rss_kb)
+fds_end=$(fd_count)
+[ "$rss_end" -gt "$rss_max" ] && rss_max=$rss_end
+echo "end $rss_end $fds_end" >>"$work/samples"
+
+# Every task the server listed, with its state (newest first, cursor pages).
+: >"$work/listed"
+cursor=""
+while :; do
+  page=$(curl -sf -m 30 "$url/api/v1/tasks?limit=1000${cursor:+&cursor=$cursor}")
+  jq -r '.tasks[] | "\(.task_id) \(.status)"' <<<"$page" >>"$work/listed"
+  cursor=$(jq -r '.next_cursor // empty' <<<"$page")
+  [ -n "$cursor" ] || break
+done
+sort -u "$work"/ids.* >"$work/submitted"
+sort -k1,1 -u "$work/listed" >"$work/listed.sorted"
+join "$work/submitted" "$work/listed.sorted" >"$work/joined" || true
+submitted=$(wc -l <"$work/submitted")
+missing=$((submitted - $(wc -l <"$work/joined")))
+count_state() { awk -v s="$1" '$2 == s' "$work/joined" | wc -l; }
+done_n=$(count_state DONE)
+failed_n=$(count_state FAILED)
+canceled_n=$(count_state CANCELED)
+not_final=$((submitted - done_n - failed_n - canceled_n))
+cancel_calls=$(cat "$work"/canceled.* | sort -u | wc -l)
+bad_calls=$(cat "$work"/bad.* | wc -l)
+
+rss_warm=$(awk 'NR == 2 {print $2}' "$work/samples")
+fds_warm=$(awk 'NR == 2 {print $3}' "$work/samples")
+[ "$minutes" -eq 1 ] || [ -z "$rss_warm" ] && { rss_warm=$rss_start; fds_warm=$fds_start; }
+rss_growth=$((rss_end - rss_warm))
+
+echo
+echo "soak summary ($(date -u +%FT%TZ), binary $bin)"
+printf '  %-34s %s\n' "minutes of load" "$minutes" \
+  "tasks submitted" "$submitted" \
+  "  DONE" "$done_n" \
+  "  FAILED" "$failed_n" \
+  "  CANCELED" "$canceled_n (cancel calls answered 200: $cancel_calls)" \
+  "  not final / missing" "$not_final / $missing" \
+  "backlog drained" "$drained" \
+  "bad answers (5xx, wrong code)" "$bad_calls" \
+  "RSS start / after 1 min / end / max" "$((rss_start / 1024)) / $((rss_warm / 1024)) / $((rss_end / 1024)) / $((rss_max / 1024)) MB" \
+  "open fds start / after 1 min / end" "$fds_start / $fds_warm / $fds_end"
+echo "  samples (minute RSS-kB fds):"
+sed 's/^/    /' "$work/samples"
+
+status=0
+if [ "$not_final" -ne 0 ] || [ "$missing" -ne 0 ] || [ "$drained" != yes ]; then
+  echo "FAIL: $not_final tasks not final, $missing missing from the list" >&2
+  awk '$2 != "DONE" && $2 != "FAILED" && $2 != "CANCELED"' "$work/joined" | head -5 >&2
+  status=1
+fi
+if [ "$bad_calls" -ne 0 ]; then
+  echo "FAIL: $bad_calls bad answers, e.g.:" >&2
+  cat "$work"/bad.* | head -5 >&2
+  status=1
+fi
+if [ "$minutes" -lt 2 ]; then
+  echo "soak: RSS and fd growth not judged: that needs 2 minutes or more (the first is warm-up)"
+elif [ "$rss_growth" -gt "$rss_noise" ] && [ $((rss_growth * 100)) -gt $((rss_warm * rss_pct)) ]; then
+  echo "FAIL: RSS grew from $rss_warm kB (after warm-up) to $rss_end kB (> ${rss_pct}%)" >&2
+  status=1
+fi
+if [ "$minutes" -ge 2 ] && [ "$fds_end" -gt $((fds_warm + fd_slack)) ]; then
+  echo "FAIL: open fds grew from $fds_warm (after warm-up) to $fds_end" >&2
+  status=1
+fi
+[ "$status" -eq 0 ] && echo "soak: OK"
+exit "$status"
