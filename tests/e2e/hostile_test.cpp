@@ -864,6 +864,67 @@ TEST_CASE("hostile: slow clients are cut off and do not stall the server") {
   check_server_fine(f.server, 0);
 }
 
+TEST_CASE("hostile: a body cut short of its Content-Length is not taken as complete") {
+  TempDir dir;
+  MockBackend backend(dir, {"--latency-ms", "10"});
+  // The transcribe pool too, for multipart uploads.
+  Server server(dir, {"--read-timeout", "2"},
+                {{"IMAGE_GEN_URL", backend.url()}, {"WHISPER_URL", backend.url()}});
+  REQUIRE(server.started());
+  int port = port_of(server.url());
+  std::string json_head =
+      "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: 200\r\n\r\n";
+  std::string multipart_head =
+      "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+      "boundary=zz\r\nContent-Length: 100000\r\n\r\n";
+  std::string task_part =
+      "--zz\r\nContent-Disposition: form-data; name=\"task\"\r\n\r\n{\"type\":\"transcribe\"}\r\n";
+  struct Cut {
+    std::string label, bytes;
+    bool half_close;  // the client closes its side after sending
+  };
+  std::vector<Cut> cuts = {
+      {"JSON body of 50 of 200 bytes then silence", json_head + kTask, false},
+      {"JSON body of 50 of 200 bytes then half-close", json_head + kTask, true},
+      {"image body of 24 of 200 bytes then silence",
+       "POST /api/v1/image/async HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+       "Content-Length: 200\r\n\r\n{\"prompt\":\"short image\"}",
+       false},
+      {"multipart cut inside the file then silence",
+       multipart_head + task_part +
+           "--zz\r\nContent-Disposition: form-data; name=\"file\"; "
+           "filename=\"a.wav\"\r\n\r\nRIFF-cut",
+       false},
+      {"multipart without its closing boundary then silence",
+       multipart_head + task_part +
+           "--zz\r\nContent-Disposition: form-data; name=\"file\"; "
+           "filename=\"b.wav\"\r\n\r\nRIFF\r\n--zz",
+       false},
+  };
+  int64_t rows = 0;
+  for (const Cut& c : cuts) {
+    Sock s(port);
+    REQUIRE(s.ok());
+    auto deadline = Clock::now() + seconds(15);
+    send_all(s.fd(), c.bytes, deadline);
+    if (c.half_close) ::shutdown(s.fd(), SHUT_WR);
+    Reply r = read_reply(s.fd(), deadline);
+    record(c.label, r.status);
+    int64_t now_rows = server.count_rows();
+    INFO(c.label << " got " << r.status << " " << r.body.substr(0, 200));
+    INFO(
+        "known finding: the submit handlers ignore what the content reader returns, so a body "
+        "shorter than its Content-Length is parsed as if complete after the read timeout "
+        "(src/api/api_server.cpp read_body and read_multipart)");
+    WARN((r.status == 400 || r.status == 408 || r.status == 0));
+    WARN(now_rows == rows);
+    if (r.status >= 400 || r.status == 0) check_refused(c.label, r);
+    rows = now_rows;
+  }
+  check_server_fine(server, rows);
+}
+
 // -----------------------------------------------------------------------------------------------
 // A backend that answers garbage: a raw TCP server that answers GET /health properly (so the
 // balancer keeps it up) and answers each task request according to the mode named in its
