@@ -14,7 +14,13 @@ want=(g++ cmake make pkg-config git ca-certificates curl jq
 for extra in "$@"; do
   case "$extra" in
     bench) want+=(wrk sqlite3 procps) ;;
-    browser) want+=(chromium nodejs npm) ;;
+    browser)
+      want+=(chromium)
+      # Machines with Node.js from NodeSource have node and npm already; Debian's npm package
+      # conflicts with that nodejs, so only missing commands pull the Debian packages.
+      command -v node >/dev/null || want+=(nodejs)
+      command -v npm >/dev/null || want+=(npm)
+      ;;
     fuzz) want+=(clang libclang-rt-14-dev) ;;
     package) want+=(dpkg-dev fakeroot lintian systemd file) ;;
     metrics) want+=(prometheus) ;;

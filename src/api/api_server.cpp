@@ -813,7 +813,9 @@ void ApiServer::install(HttpServer& server) {
 
   route("GET", "/health", {"health", "/health", "Liveness: the process answers."},
         [impl](const Request&, Response& res) {
-          send_json(res, 200, {{"status", "ok"}, {"version", impl->opt.version}});
+          // `auth` tells the dashboard to ask for a token before its first API call.
+          send_json(res, 200, {{"status", "ok"}, {"version", impl->opt.version},
+                               {"auth", !impl->tokens.empty()}});
         });
   route_reader("/api/v1/tasks",
                {"submit", "/api/v1/tasks", "Submit a task (JSON, or multipart with task and file)."},
