@@ -468,24 +468,20 @@ StatusOr<std::optional<Task>> TaskStore::mark_running(int64_t seq, const std::st
   return task;
 }
 
-StatusOr<bool> TaskStore::finish_done(int64_t seq, const Attempt& attempt,
-                                      const ResultMeta& result) {
+StatusOr<bool> TaskStore::leave_running(int64_t seq, const Attempt& attempt, TaskState to,
+                                        const std::string& set_clause,
+                                        const std::function<void(SQLite::Statement&)>& bind) {
   bool changed = false;
   Status st = write(true, [&](WriteContext& ctx) -> Status {
     int64_t now = attempt.started_at + attempt.duration_ms;
-    StmtUse s(ctx.stmt(
-        std::string("UPDATE tasks SET status = 'DONE', finished_at = ?1, result_size = ?2, "
-                    "result_type = ?3, error = NULL, "
-                    "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, "
-                    "webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ?1 END "
-                    "WHERE seq = ?4 AND status = 'RUNNING'") +
-        kReturning));
+    // ?1 is the time of the change, ?9 the row; the SET clause binds the rest.
+    StmtUse s(ctx.stmt("UPDATE tasks SET " + set_clause +
+                       " WHERE seq = ?9 AND status = 'RUNNING'" + kReturning));
     s->bind(1, now);
-    s->bind(2, result.size);
-    s->bind(3, result.content_type);
-    s->bind(4, seq);
+    s->bind(9, seq);
+    bind(*s);
     if (!s->executeStep()) return Status::Ok();
-    ctx.changes.push_back(change_from_returning(*s, TaskState::kRunning, TaskState::kDone, now));
+    ctx.changes.push_back(change_from_returning(*s, TaskState::kRunning, to, now));
     changed = true;
     insert_attempt(ctx, seq, attempt);
     return Status::Ok();
@@ -494,54 +490,46 @@ StatusOr<bool> TaskStore::finish_done(int64_t seq, const Attempt& attempt,
   return changed;
 }
 
+namespace {
+
+// A final state: the webhook, if any, falls due now.
+constexpr const char* kWebhookDue =
+    "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, "
+    "webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ?1 END";
+
+}  // namespace
+
+StatusOr<bool> TaskStore::finish_done(int64_t seq, const Attempt& attempt,
+                                      const ResultMeta& result) {
+  return leave_running(seq, attempt, TaskState::kDone,
+                       std::string("status = 'DONE', finished_at = ?1, result_size = ?2, "
+                                   "result_type = ?3, error = NULL, ") + kWebhookDue,
+                       [&](SQLite::Statement& s) {
+                         s.bind(2, result.size);
+                         s.bind(3, result.content_type);
+                       });
+}
+
 StatusOr<bool> TaskStore::finish_failed(int64_t seq, const Attempt& attempt,
                                         const std::string& error) {
-  bool changed = false;
-  Status st = write(true, [&](WriteContext& ctx) -> Status {
-    int64_t now = attempt.started_at + attempt.duration_ms;
-    StmtUse s(ctx.stmt(
-        std::string("UPDATE tasks SET status = 'FAILED', finished_at = ?1, error = ?2, "
-                    "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE 'pending' END, "
-                    "webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ?1 END "
-                    "WHERE seq = ?3 AND status = 'RUNNING'") +
-        kReturning));
-    s->bind(1, now);
-    s->bind(2, error);
-    s->bind(3, seq);
-    if (!s->executeStep()) return Status::Ok();
-    ctx.changes.push_back(
-        change_from_returning(*s, TaskState::kRunning, TaskState::kFailed, now));
-    changed = true;
-    insert_attempt(ctx, seq, attempt);
-    return Status::Ok();
-  });
-  if (!st.ok()) return st;
-  return changed;
+  return leave_running(seq, attempt, TaskState::kFailed,
+                       std::string("status = 'FAILED', finished_at = ?1, error = ?2, ") +
+                           kWebhookDue,
+                       [&](SQLite::Statement& s) { s.bind(2, error); });
 }
 
 StatusOr<bool> TaskStore::requeue(int64_t seq, const Attempt& attempt,
                                   std::optional<int64_t> next_attempt_at, bool give_back_attempt,
                                   const std::string& error) {
-  bool changed = false;
-  Status st = write(true, [&](WriteContext& ctx) -> Status {
-    int64_t now = attempt.started_at + attempt.duration_ms;
-    StmtUse s(ctx.stmt(std::string("UPDATE tasks SET status = 'QUEUED', attempt = attempt - ?1, "
-                                   "next_attempt_at = ?2, error = ?3 "
-                                   "WHERE seq = ?4 AND status = 'RUNNING'") +
-                       kReturning));
-    s->bind(1, give_back_attempt ? 1 : 0);
-    bind_opt(*s, 2, next_attempt_at);
-    bind_opt(*s, 3, error.empty() ? std::nullopt : std::optional<std::string>(error));
-    s->bind(4, seq);
-    if (!s->executeStep()) return Status::Ok();
-    ctx.changes.push_back(
-        change_from_returning(*s, TaskState::kRunning, TaskState::kQueued, now));
-    changed = true;
-    insert_attempt(ctx, seq, attempt);
-    return Status::Ok();
-  });
-  if (!st.ok()) return st;
-  return changed;
+  return leave_running(seq, attempt, TaskState::kQueued,
+                       "status = 'QUEUED', attempt = attempt - ?2, next_attempt_at = ?3, "
+                       "error = ?4",
+                       [&](SQLite::Statement& s) {
+                         s.bind(2, give_back_attempt ? 1 : 0);
+                         bind_opt(s, 3, next_attempt_at);
+                         bind_opt(s, 4, error.empty() ? std::nullopt
+                                                      : std::optional<std::string>(error));
+                       });
 }
 
 StatusOr<TaskState> TaskStore::cancel(const std::string& task_id, int64_t now_ms) {

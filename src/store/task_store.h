@@ -173,6 +173,11 @@ class TaskStore {
   // Runs fn on the writer thread inside the batch transaction and blocks until it is committed.
   // With savepoint, a failing fn leaves no trace in the transaction.
   Status write(bool savepoint, std::function<Status(WriteContext&)> fn);
+  // RUNNING → `to` by one guarded UPDATE (`set_clause` binds ?2.. through `bind`; ?1 is the
+  // time, ?9 the row), recording the attempt. False when the task was no longer RUNNING.
+  StatusOr<bool> leave_running(int64_t seq, const Attempt& attempt, TaskState to,
+                               const std::string& set_clause,
+                               const std::function<void(SQLite::Statement&)>& bind);
   void writer_loop();
 
   StoreOptions options_;

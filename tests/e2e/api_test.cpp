@@ -16,14 +16,6 @@ using namespace tst;
 
 namespace {
 
-std::string submit(const Server& server, const std::string& prompt, json extra = json::object()) {
-  json body = {{"type", "image"}, {"payload", {{"prompt", prompt}}}};
-  body.update(extra);
-  int status = 0;
-  json t = server.post("/api/v1/tasks", body.dump(), &status);
-  REQUIRE(status == 202);
-  return t["task_id"];
-}
 
 // Reads a Server-Sent Events stream until `until` says stop, the stream ends or the timeout.
 // Returns the data of each event (parsed), and the named events as {"event": name}.
@@ -85,7 +77,7 @@ TEST_CASE("e2e api: pagination across 250 tasks with inserts in between") {
   Server server(dir);  // no backend: everything stays QUEUED
   REQUIRE(server.started());
   std::set<std::string> original;
-  for (int i = 0; i < 250; ++i) original.insert(submit(server, "p" + std::to_string(i)));
+  for (int i = 0; i < 250; ++i) original.insert(server.submit("p" + std::to_string(i)));
   std::set<std::string> seen;
   std::string cursor;
   int pages = 0, inserted = 0;
@@ -104,7 +96,7 @@ TEST_CASE("e2e api: pagination across 250 tasks with inserts in between") {
     }
     // New tasks arrive while the client pages: they are newer than the cursor, not in later pages.
     for (int k = 0; k < 10; ++k) {
-      submit(server, "late" + std::to_string(inserted++));
+      server.submit("late" + std::to_string(inserted++));
     }
     if (page["next_cursor"].is_null()) break;
     cursor = page["next_cursor"];
@@ -170,8 +162,8 @@ TEST_CASE("e2e api: a task's SSE stream sends each state in order and ends at th
   MockBackend b(dir, {"--latency-ms", "300"});
   Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
-  std::string blocker = submit(server, "first in line");
-  std::string id = submit(server, "streamed");
+  std::string blocker = server.submit("first in line");
+  std::string id = server.submit("streamed");
   auto events = read_sse(server.url(), "/api/v1/tasks/" + id + "/events",
                          [](const std::vector<json>&) { return false; });  // until it ends
   std::vector<std::string> statuses;
@@ -207,7 +199,7 @@ TEST_CASE("e2e api: the all-tasks stream carries every change") {
       },
       std::chrono::seconds(20),
       [&] {
-        for (int i = 0; i < 3; ++i) ids.push_back(submit(server, "s" + std::to_string(i)));
+        for (int i = 0; i < 3; ++i) ids.push_back(server.submit("s" + std::to_string(i)));
       });
   std::map<std::string, std::vector<std::string>> by_task;
   int64_t last_id = 0;
@@ -228,7 +220,7 @@ TEST_CASE("e2e api: wait returns at completion - or at its limit with the task s
   MockBackend fast(dir, {"--latency-ms", "400"});
   Server server(dir, {}, {{"IMAGE_GEN_URL", fast.url()}});
   REQUIRE(server.started());
-  std::string id = submit(server, "quick");
+  std::string id = server.submit("quick");
   auto t0 = std::chrono::steady_clock::now();
   json t = server.get("/api/v1/tasks/" + id + "?wait=10");
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -239,7 +231,7 @@ TEST_CASE("e2e api: wait returns at completion - or at its limit with the task s
   MockBackend slow(dir2, {"--latency-ms", "5000"});
   Server server2(dir2, {}, {{"IMAGE_GEN_URL", slow.url()}});
   REQUIRE(server2.started());
-  std::string long_id = submit(server2, "slow");
+  std::string long_id = server2.submit("slow");
   REQUIRE(eventually([&] { return server2.get("/api/v1/tasks/" + long_id)["status"] == "RUNNING"; }));
   t0 = std::chrono::steady_clock::now();
   json still = server2.get("/api/v1/tasks/" + long_id + "?wait=1");
@@ -259,7 +251,7 @@ TEST_CASE("e2e api: queue position falls as the tasks ahead finish") {
   Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
   std::vector<std::string> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(submit(server, "q" + std::to_string(i)));
+  for (int i = 0; i < 5; ++i) ids.push_back(server.submit("q" + std::to_string(i)));
   const std::string& last = ids.back();
   std::vector<int> positions;
   bool saw_estimate = false;
@@ -297,7 +289,7 @@ TEST_CASE("e2e api: webhooks are signed - retried after a 500 - and shown on the
   Server server(dir, {"--webhook-secret", "s3cret", "--retry-base-ms", "200"},
                 {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
-  std::string id = submit(server, "hooked",
+  std::string id = server.submit("hooked",
                           {{"webhook_url", "http://127.0.0.1:" + std::to_string(port) + "/hook"}});
   CHECK(eventually([&] { return calls.load() >= 2; }, std::chrono::seconds(15)));
   json t;
@@ -390,7 +382,7 @@ TEST_CASE("e2e api: /openapi.json lists every route the server has") {
     if (paths.contains(path)) CHECK(paths[path].contains(method));
   }
   // And every GET it describes is served (no "no route" 404): the description is the routes.
-  std::string id = submit(server, "for the docs");
+  std::string id = server.submit("for the docs");
   server.wait_final(id);
   for (auto& [path, ops] : paths.items()) {
     if (!ops.contains("get") || path.find("events") != std::string::npos) continue;

@@ -23,14 +23,6 @@ json backend_of(const Server& server, const std::string& url) {
   return nullptr;
 }
 
-std::string submit(const Server& server, const std::string& prompt, json extra = json::object()) {
-  json body = {{"type", "image"}, {"payload", {{"prompt", prompt}}}};
-  body.update(extra);
-  int status = 0;
-  json t = server.post("/api/v1/tasks", body.dump(), &status);
-  REQUIRE(status == 202);
-  return t["task_id"];
-}
 
 }  // namespace
 
@@ -47,7 +39,7 @@ TEST_CASE("e2e faults: a killed backend and a flaky one - 300 tasks all DONE wit
   REQUIRE(server.started());
 
   std::vector<std::string> ids;
-  for (int i = 0; i < 300; ++i) ids.push_back(submit(server, "t" + std::to_string(i)));
+  for (int i = 0; i < 300; ++i) ids.push_back(server.submit("t" + std::to_string(i)));
 
   // Kill one backend mid-run; it must be marked down within fall x interval (3 x 200 ms).
   REQUIRE(eventually([&] { return server.get("/api/v1/stats/queues")["queues"][0]["running"] > 0; }));
@@ -100,7 +92,7 @@ TEST_CASE("e2e faults: a 4xx answer fails the task at once without a retry") {
   MockBackend b(dir, {"--latency-ms", "5", "--status-code", "400"});
   Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
-  json t = server.wait_final(submit(server, "bad request"));
+  json t = server.wait_final(server.submit("bad request"));
   CHECK(t["status"] == "FAILED");
   CHECK(t["attempt"] == 1);
   REQUIRE(t["attempts"].size() == 1);
@@ -115,7 +107,7 @@ TEST_CASE("e2e faults: spent attempts end FAILED with the list of attempts") {
   Server server(dir, {"--retry-base-ms", "20", "--retry-cap-ms", "50", "--max-fails", "100"},
                 {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
-  json t = server.wait_final(submit(server, "doomed", {{"max_attempts", 3}}));
+  json t = server.wait_final(server.submit("doomed", {{"max_attempts", 3}}));
   CHECK(t["status"] == "FAILED");
   CHECK(t["attempt"] == 3);
   REQUIRE(t["attempts"].size() == 3);
@@ -136,7 +128,7 @@ TEST_CASE("e2e faults: a hanging backend times out per attempt") {
   Server server(dir, {"--retry-base-ms", "20"}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
   auto started = std::chrono::steady_clock::now();
-  json t = server.wait_final(submit(server, "hangs", {{"timeout_s", 1}, {"max_attempts", 2}}));
+  json t = server.wait_final(server.submit("hangs", {{"timeout_s", 1}, {"max_attempts", 2}}));
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - started);
   CHECK(t["status"] == "FAILED");
@@ -153,8 +145,8 @@ TEST_CASE("e2e faults: cancel a queued task and a running one") {
   MockBackend b(dir, {"--latency-ms", "5000"});
   Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
-  std::string running = submit(server, "long one");
-  std::string queued = submit(server, "waits behind it");
+  std::string running = server.submit("long one");
+  std::string queued = server.submit("waits behind it");
   REQUIRE(eventually([&] { return server.get("/api/v1/tasks/" + running)["status"] == "RUNNING"; }));
   CHECK(server.get("/api/v1/tasks/" + queued)["status"] == "QUEUED");
 
@@ -170,7 +162,7 @@ TEST_CASE("e2e faults: cancel a queued task and a running one") {
   json again = server.del("/api/v1/tasks/" + running, &status);
   CHECK(status == 409);
   CHECK(again["error"]["code"] == "task_final");
-  std::string next = submit(server, "after the cancel");
+  std::string next = server.submit("after the cancel");
   CHECK(eventually([&] { return server.get("/api/v1/tasks/" + next)["status"] == "RUNNING"; },
                    std::chrono::seconds(3)));
   server.del("/api/v1/tasks/" + next, &status);
@@ -186,7 +178,7 @@ TEST_CASE("e2e faults: busy answers (503 Retry-After) do not spend an attempt") 
   Server server(dir, {}, {{"IMAGE_GEN_URL_1", busy.url()}, {"IMAGE_GEN_URL_2", ok.url()}});
   REQUIRE(server.started());
   std::vector<std::string> ids;
-  for (int i = 0; i < 6; ++i) ids.push_back(submit(server, "b" + std::to_string(i)));
+  for (int i = 0; i < 6; ++i) ids.push_back(server.submit("b" + std::to_string(i)));
   for (const auto& id : ids) {
     json t = server.wait_final(id);
     CHECK(t["status"] == "DONE");
@@ -207,7 +199,7 @@ TEST_CASE("e2e faults: a task runs once its pool's only backend comes back") {
   Server server(dir, {"--fall", "1", "--rise", "2"}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
   REQUIRE(eventually([&] { return backend_of(server, b.url())["state"] == "down"; }));
-  std::string id = submit(server, "patient");
+  std::string id = server.submit("patient");
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   CHECK(server.get("/api/v1/tasks/" + id)["status"] == "QUEUED");
   b.set_healthy(true);
@@ -246,7 +238,7 @@ TEST_CASE("e2e faults: pools from the config file - one dead pool never blocks a
     REQUIRE(status == 202);
     CHECK(d["max_attempts"] == 4);  // from the config file
     finished.push_back(d["task_id"]);
-    finished.push_back(submit(server, "img" + std::to_string(i)));
+    finished.push_back(server.submit("img" + std::to_string(i)));
   }
   for (const auto& id : finished) CHECK(server.wait_final(id)["status"] == "DONE");
   // The docs backend got the pool's request path; its answer is the task's result.

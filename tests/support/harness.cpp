@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <stdexcept>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -228,6 +229,17 @@ json Server::post(const std::string& path, const std::string& body, int* status,
 json Server::del(const std::string& path, int* status) const {
   auto c = client();
   return parse_result(c.Delete(path.c_str()), status);
+}
+
+std::string Server::submit(const std::string& prompt, const json& extra) const {
+  json body = {{"type", "image"}, {"payload", {{"prompt", prompt}}}};
+  body.update(extra);
+  int status = 0;
+  json t = post("/api/v1/tasks", body.dump(), &status);
+  if (status != 202 || !t.contains("task_id")) {
+    throw std::runtime_error("submit answered " + std::to_string(status) + ": " + t.dump());
+  }
+  return t["task_id"];
 }
 
 json Server::wait_final(const std::string& id, std::chrono::seconds timeout) const {

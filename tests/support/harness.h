@@ -95,6 +95,9 @@ class Server {
             const std::string& content_type = "application/json",
             const httplib::Headers& headers = {}) const;
   json del(const std::string& path, int* status = nullptr) const;
+  // POST /api/v1/tasks of an image task with this prompt (plus `extra` fields); the new id.
+  // Fails the test unless the answer is 202.
+  std::string submit(const std::string& prompt, const json& extra = json::object()) const;
   // Polls GET /api/v1/tasks/{id}?wait= until a final state or the timeout; returns the task.
   json wait_final(const std::string& id, std::chrono::seconds timeout = std::chrono::seconds(60)) const;
   // Rows in the tasks table (a fresh read-only connection to the store).
