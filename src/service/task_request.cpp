@@ -201,8 +201,10 @@ StatusOr<NewTask> task_from_json(const json& j) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
     if (!known) {
-      return Status::Invalid(it.key(), "unknown field \"" + it.key() +
-                                           "\" (backend parameters go inside payload)");
+      // A 422 names its field; a key that is the empty string has no name to give.
+      return Status::Invalid(it.key().empty() ? "body" : it.key(),
+                             "unknown field \"" + it.key() +
+                                 "\" (backend parameters go inside payload)");
     }
   }
   return t;

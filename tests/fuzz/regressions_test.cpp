@@ -52,3 +52,13 @@ TEST_CASE("fuzz regression: a NUL byte does not end a JSON body early") {
   CHECK(ts::parse_batch_request("{\"tasks\":[{\"type\":\"a\"}]}\0]"s).status().code() ==
         ts::Code::kMalformed);
 }
+
+TEST_CASE("fuzz regression: an unknown field with an empty name is still a 422 naming a field") {
+  auto t = ts::parse_task_request(R"({"type":"x","":1})");
+  REQUIRE_FALSE(t.ok());
+  CHECK(t.status().code() == ts::Code::kInvalid);
+  CHECK(t.status().field() == "body");
+  auto b = ts::parse_batch_request(R"({"tasks":[{"type":"x","":1}]})");
+  REQUIRE_FALSE(b.ok());
+  CHECK(b.status().field() == "tasks[0].body");
+}
