@@ -54,7 +54,8 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
     out.error = "backend url is not an http(s) URL: " + request.base_url;
     return out;
   }
-  httplib::Client cli(url->origin());
+  auto client = make_client(*url);
+  httplib::Client& cli = *client;
   // The attempt's deadline is enforced by the caller's watchdog (abort with kTimeout); the
   // socket timeouts sit a little past it as a backstop.
   set_timeouts(cli, request.connect_timeout_ms, request.timeout_ms + 1000);
@@ -157,7 +158,8 @@ ProbeResult probe_health(const std::string& base_url, const std::string& path, i
     out.error = "not an http(s) URL";
     return out;
   }
-  httplib::Client cli(url->origin());
+  auto client = make_client(*url);
+  httplib::Client& cli = *client;
   set_timeouts(cli, timeout_ms, timeout_ms);
   auto res = cli.Get((url->path + path).c_str());
   if (!res) {

@@ -30,7 +30,7 @@ std::optional<Http> connect(const ClientConfig& c) {
     return std::nullopt;
   }
   Http h;
-  h.cli = std::make_unique<httplib::Client>(url->origin());
+  h.cli = make_client(*url);
   h.cli->set_connection_timeout(5, 0);
   h.cli->set_read_timeout(90, 0);
   h.cli->set_keep_alive(true);

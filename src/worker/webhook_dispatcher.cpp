@@ -121,7 +121,8 @@ void WebhookDispatcher::deliver(int64_t seq) {
   if (!url) {
     d.error = "not an http(s) URL";
   } else {
-    httplib::Client cli(url->origin());
+    auto client = make_client(*url);
+    httplib::Client& cli = *client;
     int t = options_.timeout_ms;
     cli.set_connection_timeout(t / 1000, (t % 1000) * 1000);
     cli.set_read_timeout(t / 1000, (t % 1000) * 1000);

@@ -23,7 +23,7 @@ std::vector<json> read_sse(const std::string& url, const std::string& path,
                            const std::function<bool(const std::vector<json>&)>& until,
                            std::chrono::seconds timeout = std::chrono::seconds(20),
                            const std::function<void()>& on_open = nullptr) {
-  httplib::Client cli(url);
+  httplib::Client cli = http_client(url);
   cli.set_read_timeout(timeout.count(), 0);
   std::vector<json> events;
   std::string buffer;

@@ -24,7 +24,7 @@ class Submitters {
   Submitters(const std::string& url, int clients, int per_client, int pace_ms) {
     for (int c = 0; c < clients; ++c) {
       threads_.emplace_back([this, url, c, per_client, pace_ms] {
-        httplib::Client cli(url);
+        httplib::Client cli = http_client(url);
         cli.set_connection_timeout(2, 0);
         cli.set_read_timeout(5, 0);
         cli.set_keep_alive(true);

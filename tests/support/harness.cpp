@@ -19,6 +19,13 @@ extern char** environ;
 
 namespace tst {
 
+httplib::Client http_client(const std::string& url) {
+  size_t colon = url.rfind(':');
+  size_t host_at = url.find("://");
+  host_at = host_at == std::string::npos ? 0 : host_at + 3;
+  return httplib::Client(url.substr(host_at, colon - host_at), std::stoi(url.substr(colon + 1)));
+}
+
 std::string taskserver_bin() {
   if (const char* b = std::getenv("TASKSERVER_TEST_BIN"); b && *b) return b;
   return TASKSERVER_BIN;
@@ -152,7 +159,7 @@ MockBackend::MockBackend(const TempDir& dir, std::vector<std::string> extra_args
 }
 
 json MockBackend::stats() {
-  httplib::Client c(url_);
+  httplib::Client c = http_client(url_);
   c.set_connection_timeout(2, 0);
   auto r = c.Get("/admin/stats");
   if (!r) return nullptr;
@@ -160,7 +167,7 @@ json MockBackend::stats() {
 }
 
 void MockBackend::set_healthy(bool ok) {
-  httplib::Client c(url_);
+  httplib::Client c = http_client(url_);
   c.Post(ok ? "/admin/health?ok=true" : "/admin/health?ok=false", "", "text/plain");
 }
 
@@ -187,7 +194,7 @@ Server::~Server() {
 }
 
 httplib::Client Server::client(int read_timeout_s) const {
-  httplib::Client c(url_);
+  httplib::Client c = http_client(url_);
   c.set_connection_timeout(5, 0);
   c.set_read_timeout(read_timeout_s, 0);
   return c;

@@ -116,4 +116,8 @@ bool eventually(const std::function<bool()>& check,
 
 std::string taskserver_bin();
 
+// An HTTP client for "http://host:port" built from host and port: httplib's URL constructor
+// matches a static std::regex inside the uninstrumented library, a false race under TSan.
+httplib::Client http_client(const std::string& url);
+
 }  // namespace tst
