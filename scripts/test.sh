@@ -69,7 +69,7 @@ sanitized_suite() {
     cd "$dir"
     export ASAN_OPTIONS="$common:detect_leaks=1:detect_stack_use_after_return=1"
     export UBSAN_OPTIONS="$common:print_stacktrace=1"
-    export TSAN_OPTIONS="$common:second_deadlock_stack=1"
+    export TSAN_OPTIONS="$common:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$PWD/../tests/tsan.supp"
     # Sanitized binaries are slower: fewer tests at once, longer timeouts.
     ctest -j2 --output-on-failure --timeout 900
   )
