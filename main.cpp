@@ -137,6 +137,9 @@ PoolOptions pool_options(const ServeConfig& c, const PoolConfig& p) {
   o.default_max_attempts = p.max_attempts > 0 ? p.max_attempts : c.max_attempts;
   o.retry.base_ms = p.retry_base_ms > 0 ? p.retry_base_ms : c.retry_base_ms;
   o.retry.cap_ms = p.retry_cap_ms > 0 ? p.retry_cap_ms : c.retry_cap_ms;
+  o.max_answer_bytes = static_cast<size_t>(c.max_result);
+  // The image pool's answers are served as images (/api/images/{id}): check they are some.
+  o.expect_images = p.name == "image";
   return o;
 }
 

@@ -7,6 +7,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "api/openapi.h"
@@ -72,6 +73,19 @@ Status check_json_body_type(const Request& req) {
   }
   return Status(Code::kUnsupportedMedia, "unsupported_media_type",
                 "the body must be JSON (Content-Type: application/json), not " + mt);
+}
+
+// A JSON body (at most --max-body, 1 MiB by default) must arrive within this long, however
+// slowly its bytes trickle in: --read-timeout bounds each read, not the whole body.
+constexpr auto kBodyDeadline = std::chrono::seconds(30);
+
+Status body_incomplete() {
+  return Status::Malformed("the body ended before its declared length (Content-Length)");
+}
+
+Status body_too_slow() {
+  return Status(Code::kMalformed, "request_timeout",
+                "the body did not arrive within " + std::to_string(kBodyDeadline.count()) + " s");
 }
 
 Status too_large(size_t limit) {
@@ -141,17 +155,27 @@ struct ApiServer::Impl {
   }
 
   // Reads a non-multipart body through the content reader, up to `limit` bytes.
+  // Reads a non-multipart body through the content reader, up to `limit` bytes and within
+  // kBodyDeadline. A body that ends before its Content-Length (the client went away or stalled
+  // past --read-timeout) is an error, never a shorter body taken as whole.
   Status read_body(const httplib::ContentReader& reader, size_t limit, std::string* body) {
-    bool over = false;
-    reader([&](const char* data, size_t len) {
+    bool over = false, late = false;
+    auto deadline = std::chrono::steady_clock::now() + kBodyDeadline;
+    bool complete = reader([&](const char* data, size_t len) {
       if (body->size() + len > limit) {
         over = true;
+        return false;
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        late = true;
         return false;
       }
       body->append(data, len);
       return true;
     });
     if (over) return too_large(limit);
+    if (late) return body_too_slow();
+    if (!complete) return body_incomplete();
     return Status::Ok();
   }
 
@@ -162,7 +186,7 @@ struct ApiServer::Impl {
     std::vector<PartSink> parts;
     Status failure;
     size_t field_bytes = 0;
-    reader(
+    bool complete = reader(
         [&](const httplib::MultipartFormData& header) {
           PartSink p;
           p.name = header.name;
@@ -209,6 +233,9 @@ struct ApiServer::Impl {
           return true;
         });
     Status st = failure;
+    // A reader that stopped without our say-so saw the body end early or go bad: an upload cut
+    // short must not become a task with half a file.
+    if (st.ok() && !complete) st = body_incomplete();
     for (PartSink& p : parts) {
       if (p.file) {
         bool ok = std::fflush(p.file) == 0 && ::fsync(fileno(p.file)) == 0;
@@ -317,28 +344,32 @@ struct ApiServer::Impl {
     reply_submit(res, svc.submit(std::move(task), std::move(upload)));
   }
 
-  void submit_image(const Request& req, Response& res) {
+  void submit_image(const Request& req, Response& res, const httplib::ContentReader& reader) {
     Status st = check_json_body_type(req);
     if (!st.ok()) return send_error(res, st);
-    if (req.body.size() > opt.max_body) return send_error(res, too_large(opt.max_body));
-    auto task = parse_image_request(req.body);
+    std::string body;
+    st = read_body(reader, opt.max_body, &body);
+    if (!st.ok()) return send_error(res, st);
+    auto task = parse_image_request(body);
     if (!task.ok()) return send_error(res, task.status());
     st = apply_idempotency_header(*task, header_opt(req, "Idempotency-Key"));
     if (!st.ok()) return send_error(res, st);
     reply_submit(res, svc.submit(std::move(*task)));
   }
 
-  void submit_batch(const Request& req, Response& res) {
+  void submit_batch(const Request& req, Response& res, const httplib::ContentReader& reader) {
     Status st = check_json_body_type(req);
     if (!st.ok()) return send_error(res, st);
-    if (req.body.size() > opt.max_body) return send_error(res, too_large(opt.max_body));
-    auto tasks = parse_batch_request(req.body);
+    std::string body;
+    st = read_body(reader, opt.max_body, &body);
+    if (!st.ok()) return send_error(res, st);
+    auto tasks = parse_batch_request(body);
     if (!tasks.ok()) return send_error(res, tasks.status());
     auto out = svc.submit_batch(std::move(*tasks));
     if (!out.ok()) return send_error(res, out.status());
     bool any_created = false;
-    std::string body;
-    JsonWriter w(body);
+    std::string answer;
+    JsonWriter w(answer);
     w.begin_object().key("task_ids").begin_array();
     for (const SubmitOutcome& o : *out) w.string(o.task.task_id);
     w.end_array().key("tasks").begin_array();
@@ -350,7 +381,7 @@ struct ApiServer::Impl {
       }
     }
     w.end_array().end_object();
-    send_text_json(res, any_created ? 202 : 200, std::move(body));
+    send_text_json(res, any_created ? 202 : 200, std::move(answer));
   }
 
   void get_task(const std::string& id, const Request& req, Response& res) {
@@ -381,11 +412,24 @@ struct ApiServer::Impl {
     send_text_json(res, 200, task_json(*t, true));
   }
 
+  // The result file is streamed from disk: a large answer is never held in memory whole.
   void result(const std::string& id, Response& res) {
-    auto blob = svc.result(id);
-    if (!blob.ok()) return send_error(res, blob.status());
+    auto file = svc.result_file(id);
+    if (!file.ok()) return send_error(res, file.status());
+    auto in = std::make_shared<std::ifstream>(file->path, std::ios::binary);
+    if (!*in) return send_error(res, Status::Internal("the result file of task " + id + " is missing"));
+    in->seekg(0, std::ios::end);
+    size_t size = static_cast<size_t>(in->tellg());
     res.status = 200;
-    res.set_content(std::move(blob->bytes), blob->content_type);
+    res.set_content_provider(
+        size, file->content_type, [in](size_t offset, size_t length, httplib::DataSink& sink) {
+          char buf[64 * 1024];
+          in->seekg(static_cast<std::streamoff>(offset));
+          size_t want = std::min(length, sizeof buf);
+          in->read(buf, static_cast<std::streamsize>(want));
+          std::streamsize got = in->gcount();
+          return got > 0 && sink.write(buf, static_cast<size_t>(got));
+        });
   }
 
   // GET /api/images/{id}: the first image of an OpenAI-style answer, decoded.
@@ -706,6 +750,18 @@ void ApiServer::install(HttpServer& server) {
         return httplib::Server::HandlerResponse::Handled;
       }
     }
+    // Two Content-Length headers that disagree are how requests are smuggled past proxies
+    // (RFC 9112 6.3): refused.
+    if (req.get_header_value_count("Content-Length") > 1) {
+      std::string first = req.get_header_value("Content-Length");
+      for (size_t i = 1; i < req.get_header_value_count("Content-Length"); ++i) {
+        if (req.get_header_value("Content-Length", i) != first) {
+          t_route = "malformed";
+          send_error(res, Status::Malformed("conflicting Content-Length headers"));
+          return httplib::Server::HandlerResponse::Handled;
+        }
+      }
+    }
     if (std::string cl = req.get_header_value("Content-Length"); !cl.empty()) {
       bool upload = (path == "/api/v1/tasks" || path == "/api/v1/audio/async") &&
                     req.is_multipart_form_data();
@@ -722,6 +778,23 @@ void ApiServer::install(HttpServer& server) {
       }
     }
     return httplib::Server::HandlerResponse::Unhandled;
+  });
+
+  // "Expect: 100-continue" for a body over the limit gets the 413 at once instead of a 100
+  // that invites the client to send it.
+  server.set_expect_100_continue_handler([impl](const Request& req, Response& res) {
+    bool upload = (req.path == "/api/v1/tasks" || req.path == "/api/v1/audio/async") &&
+                  req.is_multipart_form_data();
+    size_t limit = upload ? impl->opt.max_upload : impl->opt.max_body;
+    std::string cl = req.get_header_value("Content-Length");
+    uint64_t n = 0;
+    auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
+    if (!cl.empty() && (ec != std::errc() || n > limit)) {
+      t_route = "too_large";
+      send_error(res, too_large(limit));
+      return 413;
+    }
+    return 100;
   });
 
   server.set_error_handler([](const Request& req, Response& res) {
@@ -828,9 +901,11 @@ void ApiServer::install(HttpServer& server) {
   route("GET", "/api/v1/tasks",
         {"list_tasks", "/api/v1/tasks", "List tasks newest first (status, type, limit, cursor); ?task_id= returns one."},
         [impl](const Request& req, Response& res) { impl->list_tasks(req, res); });
-  route("POST", "/api/v1/tasks/batch",
-        {"submit_batch", "/api/v1/tasks/batch", "Submit many tasks: all accepted or none."},
-        [impl](const Request& req, Response& res) { impl->submit_batch(req, res); });
+  route_reader("/api/v1/tasks/batch",
+               {"submit_batch", "/api/v1/tasks/batch", "Submit many tasks: all accepted or none."},
+               [impl](const Request& req, Response& res, const httplib::ContentReader& reader) {
+                 impl->submit_batch(req, res, reader);
+               });
   route("GET", R"(/api/v1/tasks/([^/]+)/result)",
         {"task_result", "/api/v1/tasks/{id}/result", "The result bytes of a DONE task."},
         [impl](const Request& req, Response& res) { impl->result(req.matches[1], res); });
@@ -853,9 +928,11 @@ void ApiServer::install(HttpServer& server) {
                  }
                  impl->cancel(req.matches[1], res);
                });
-  route("POST", "/api/v1/image/async",
-        {"image_async", "/api/v1/image/async", "Seed shape: {prompt, ...} becomes an image task."},
-        [impl](const Request& req, Response& res) { impl->submit_image(req, res); });
+  route_reader("/api/v1/image/async",
+               {"image_async", "/api/v1/image/async", "Seed shape: {prompt, ...} becomes an image task."},
+               [impl](const Request& req, Response& res, const httplib::ContentReader& reader) {
+                 impl->submit_image(req, res, reader);
+               });
   route("GET", R"(/api/images/([^/]+))",
         {"image", "/api/images/{id}", "The first image of a DONE image task, decoded."},
         [impl](const Request& req, Response& res) { impl->image(req.matches[1], res); });
@@ -892,6 +969,12 @@ void ApiServer::install(HttpServer& server) {
         [impl](const Request&, Response& res) { impl->static_file("index.html", res); });
   route("GET", R"(/web/([A-Za-z0-9_.-]+))", {"web", "/web/{file}", "Dashboard assets."},
         [impl](const Request& req, Response& res) { impl->static_file(req.matches[1], res); });
+  // Any other POST is answered without reading its body (httplib would read a chunked body
+  // whole, whatever its size, before finding that no route wants it).
+  server.Post(".*", [](const Request& req, Response& res, const httplib::ContentReader&) {
+    t_route = "unmatched";
+    send_error(res, Status::NotFound("no route for " + req.method + " " + req.path));
+  });
 }
 
 }  // namespace ts

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "core/url.h"
@@ -25,6 +26,37 @@ std::string truncate(std::string s, size_t n) {
     s += "...";
   }
   return s;
+}
+
+// A multipart/form-data body: the file as part `file`, then each field of the payload (strings
+// as they are, other values as JSON), as OpenAI-style transcription servers take them.
+std::string multipart_body(const std::string& file_data, const InputFile& file,
+                           const std::string& payload_json, std::string* boundary) {
+  static const char* hex = "0123456789abcdef";
+  std::random_device rd;
+  *boundary = "taskserver-";
+  for (int i = 0; i < 24; ++i) *boundary += hex[rd() & 15];
+  auto clean = [](std::string v) {  // a header value: no quotes, no line breaks
+    for (char& c : v) {
+      if (c == '"' || c == '\r' || c == '\n') c = '_';
+    }
+    return v;
+  };
+  std::string out;
+  out.reserve(file_data.size() + 512);
+  out += "--" + *boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"" +
+         clean(file.filename) + "\"\r\nContent-Type: " + clean(file.content_type) + "\r\n\r\n";
+  out += file_data;
+  out += "\r\n";
+  auto payload = nlohmann::json::parse(payload_json, nullptr, false);
+  if (payload.is_object()) {
+    for (auto& [k, v] : payload.items()) {
+      out += "--" + *boundary + "\r\nContent-Disposition: form-data; name=\"" + clean(k) +
+             "\"\r\n\r\n" + (v.is_string() ? v.get<std::string>() : v.dump()) + "\r\n";
+    }
+  }
+  out += "--" + *boundary + "--\r\n";
+  return out;
 }
 
 }  // namespace
@@ -62,7 +94,9 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
   cli.set_keep_alive(false);
   std::string path = url->path + request.path;
 
-  httplib::MultipartFormDataItems items;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
   if (request.file) {
     std::ifstream in(request.file->path, std::ios::binary);
     if (!in) {
@@ -72,16 +106,23 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
     }
     std::ostringstream data;
     data << in.rdbuf();
-    items.push_back({"file", data.str(), request.file->filename, request.file->content_type});
-    // The payload's fields go along as form fields, as OpenAI-style transcription servers take
-    // them (model, language, response_format, ...).
-    auto payload = nlohmann::json::parse(request.body, nullptr, false);
-    if (payload.is_object()) {
-      for (auto& [k, v] : payload.items()) {
-        items.push_back({k, v.is_string() ? v.get<std::string>() : v.dump(), "", ""});
-      }
-    }
+    std::string boundary;
+    req.body = multipart_body(data.str(), *request.file, request.body, &boundary);
+    req.set_header("Content-Type", "multipart/form-data; boundary=" + boundary);
+  } else {
+    req.body = request.body;
+    req.set_header("Content-Type", "application/json");
   }
+  // The answer is read through a receiver so that a runaway backend cannot fill memory.
+  bool too_big = false;
+  req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+    if (out.body.size() + len > request.max_answer_bytes) {
+      too_big = true;
+      return false;
+    }
+    out.body.append(data, len);
+    return true;
+  };
 
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -94,8 +135,9 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
     client_ = &cli;
   }
   auto started = std::chrono::steady_clock::now();
-  httplib::Result res = request.file ? cli.Post(path.c_str(), items)
-                                     : cli.Post(path.c_str(), request.body, "application/json");
+  httplib::Response response;
+  httplib::Error error = httplib::Error::Success;
+  bool sent = cli.send(req, response, error);
   {
     std::lock_guard<std::mutex> lock(mu_);
     client_ = nullptr;
@@ -115,8 +157,15 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
     out.error = reason == AbortReason::kCanceled ? "canceled" : "shutdown";
     return out;
   }
-  if (!res) {
-    httplib::Error err = res.error();
+  if (too_big) {
+    out.result = CallResult::kBadRequest;
+    out.error = "the backend's answer is larger than the limit of " +
+                std::to_string(request.max_answer_bytes) + " bytes";
+    out.body.clear();
+    return out;
+  }
+  if (!sent) {
+    httplib::Error err = error;
     if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout ||
         err == httplib::Error::BindIPAddress) {
       out.result = CallResult::kConnectError;
@@ -130,15 +179,14 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
     }
     return out;
   }
-  out.http_status = res->status;
-  out.content_type = res->get_header_value("Content-Type");
-  out.body = std::move(res->body);
-  int s = res->status;
+  out.http_status = response.status;
+  out.content_type = response.get_header_value("Content-Type");
+  int s = response.status;
   if (s >= 200 && s < 300) {
     out.result = CallResult::kOk;
   } else if (s == 429 || s == 503) {
     out.result = CallResult::kBusy;
-    out.retry_after_ms = parse_retry_after_ms(res->get_header_value("Retry-After"));
+    out.retry_after_ms = parse_retry_after_ms(response.get_header_value("Retry-After"));
     out.error = "backend busy: HTTP " + std::to_string(s);
   } else if (s >= 400 && s < 500) {
     out.result = CallResult::kClientError;

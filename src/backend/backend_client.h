@@ -32,6 +32,7 @@ struct BackendRequest {
   std::optional<InputFile> file;  // sent as multipart: `file` plus the payload's fields
   int64_t timeout_ms = 60'000;
   int64_t connect_timeout_ms = 5'000;
+  size_t max_answer_bytes = 128u << 20;  // a longer answer fails the attempt (kBadRequest)
 };
 
 enum class CallResult {
@@ -42,7 +43,7 @@ enum class CallResult {
   kConnectError,
   kTimeout,
   kAborted,      // abort() for cancel or shutdown
-  kBadRequest,   // we could not even build the request (bad URL, unreadable input file)
+  kBadRequest,   // no usable exchange: bad URL, unreadable input file, answer over the limit
 };
 
 enum class AbortReason { kNone, kCanceled, kShutdown, kTimeout };

@@ -104,6 +104,8 @@ bool looks_like_png(std::string_view bytes) {
 
 std::optional<std::string> first_image_from_answer(std::string_view answer) {
   using nlohmann::json;
+  // nlohmann stops at a NUL byte; no JSON text holds one.
+  if (answer.find('\0') != std::string_view::npos) return std::nullopt;
   json j = json::parse(answer.begin(), answer.end(), nullptr, false);
   if (!j.is_object()) return std::nullopt;
   auto data = j.find("data");
@@ -113,6 +115,21 @@ std::optional<std::string> first_image_from_answer(std::string_view answer) {
   auto b64 = first.find("b64_json");
   if (b64 == first.end() || !b64->is_string()) return std::nullopt;
   return base64_decode(b64->get_ref<const std::string&>());
+}
+
+bool is_images_answer(std::string_view answer) {
+  using nlohmann::json;
+  if (answer.find('\0') != std::string_view::npos) return false;
+  json j = json::parse(answer.begin(), answer.end(), nullptr, false);
+  if (!j.is_object()) return false;
+  auto data = j.find("data");
+  if (data == j.end() || !data->is_array() || data->empty() || !(*data)[0].is_object()) {
+    return false;
+  }
+  const json& first = (*data)[0];
+  if (first.contains("b64_json")) return first_image_from_answer(answer).has_value();
+  auto url = first.find("url");
+  return url != first.end() && url->is_string();
 }
 
 std::string sniff_image_type(std::string_view bytes) {

@@ -22,6 +22,10 @@ bool looks_like_png(std::string_view bytes);
 // nullopt when the answer is not JSON, holds no b64_json image, or the base64 is bad. Sees
 // backend bytes: fuzzed.
 std::optional<std::string> first_image_from_answer(std::string_view answer);
+// True for an answer an images backend may give: a JSON object with a non-empty `data` array
+// whose first entry carries a decodable b64_json image or a url. Anything else from a 2xx is a
+// misbehaving backend, not a result.
+bool is_images_answer(std::string_view answer);
 // The media type of image bytes by their signature: image/png, image/jpeg, image/webp, or
 // application/octet-stream.
 std::string sniff_image_type(std::string_view bytes);

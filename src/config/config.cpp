@@ -190,6 +190,7 @@ Parsed parse_command_line(int argc, char** argv) {
   add_layered(&app, layered, "http-threads", s.http_threads, "HTTP threads (each open connection, SSE stream or long-poll holds one)");
   add_layered(&app, layered, "max-body", s.max_body, "Largest JSON body in bytes (413 beyond)");
   add_layered(&app, layered, "max-upload", s.max_upload, "Largest multipart upload in bytes");
+  add_layered(&app, layered, "max-result", s.max_result, "Largest backend answer kept as a result, in bytes");
   add_layered(&app, layered, "api-token", s.api_tokens, "Require Authorization: Bearer <token> on /api/ (repeatable)");
   layered.back().option->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   add_layered(&app, layered, "api-token-file", s.api_token_file, "File of API tokens, one per line");

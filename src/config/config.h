@@ -35,6 +35,7 @@ struct ServeConfig {
   int http_threads = 128;
   int64_t max_body = 1 << 20;
   int64_t max_upload = 100ll << 20;
+  int64_t max_result = 128ll << 20;
   std::vector<std::string> api_tokens;
   std::string api_token_file;
   std::string webhook_secret;

@@ -59,6 +59,8 @@ std::optional<std::string> decode(std::string_view in, const std::array<int8_t, 
       out += static_cast<char>((acc >> bits) & 0xff);
     }
   }
+  // Canonical only: the bits left over after the last byte must be zero ("QR==" is not "QQ==").
+  if ((acc & ((1u << bits) - 1)) != 0) return std::nullopt;
   return out;
 }
 

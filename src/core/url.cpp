@@ -46,6 +46,7 @@ std::optional<Url> parse_url(std::string_view text) {
     size_t close = authority.find(']');
     if (close == std::string_view::npos) return std::nullopt;
     host = authority.substr(0, close + 1);
+    if (host.size() <= 2) return std::nullopt;  // "[]"
     authority.remove_prefix(close + 1);
     if (!authority.empty() && authority.front() != ':') return std::nullopt;
   } else {

@@ -285,7 +285,7 @@ StatusOr<Task> TaskService::cancel(const std::string& task_id) {
   return std::move(**found);
 }
 
-StatusOr<Blob> TaskService::result(const std::string& task_id) {
+StatusOr<ResultFile> TaskService::result_file(const std::string& task_id) {
   if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
   auto found = store_.get(task_id, false);
   if (!found.ok()) return found.status();
@@ -295,9 +295,16 @@ StatusOr<Blob> TaskService::result(const std::string& task_id) {
     return Status::Conflict("not_done", "task " + task_id + " is " +
                                             std::string(to_string(t.status)) + ", not DONE");
   }
+  return ResultFile{results_.path_of(task_id), t.result_type.value_or("application/octet-stream"),
+                    t.result_size.value_or(0)};
+}
+
+StatusOr<Blob> TaskService::result(const std::string& task_id) {
+  auto file = result_file(task_id);
+  if (!file.ok()) return file.status();
   auto bytes = results_.read(task_id);
   if (!bytes.ok()) return Status::Internal("the result file of task " + task_id + " is missing");
-  return Blob{std::move(*bytes), t.result_type.value_or("application/octet-stream")};
+  return Blob{std::move(*bytes), file->content_type};
 }
 
 }  // namespace ts

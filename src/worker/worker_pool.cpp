@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "backend/png.h"
+
 namespace ts {
 namespace {
 
@@ -217,12 +219,22 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
   req.body = task.payload;
   req.timeout_ms = int64_t{timeout_s} * 1000;
   req.connect_timeout_ms = options_.connect_timeout_ms;
+  req.max_answer_bytes = options_.max_answer_bytes;
   if (task.input_name) {
     req.file = InputFile{inputs_.path_of(task.task_id), *task.input_name,
                          task.input_type.value_or("application/octet-stream")};
   }
   BackendResponse resp = call->run(req);
   unregister();
+  if (resp.result == CallResult::kOk && options_.expect_images && !is_images_answer(resp.body)) {
+    // A 2xx that is not an images answer is the backend misbehaving: it counts against it and
+    // the task tries again, rather than ending DONE with no image.
+    resp.result = CallResult::kServerError;
+    resp.error = "the backend answered HTTP " + std::to_string(resp.http_status) +
+                 " without an images answer (data[0].b64_json or url): " +
+                 resp.body.substr(0, 120);
+    resp.body.clear();
+  }
   int64_t ended = clock_.now_ms();
   int64_t duration = ended - started;
   balancer_.release(lease, outcome_for_balancer(resp.result), duration, resp.error,

@@ -51,6 +51,9 @@ struct PoolOptions {
   int default_max_attempts = 3;
   RetryPolicy retry;
   int64_t connect_timeout_ms = 5'000;
+  size_t max_answer_bytes = 128u << 20;
+  // An images pool takes a 2xx as a result only when it is an images answer (png.h).
+  bool expect_images = false;
 };
 
 // Something a pool observed that the rest of the server reports (metrics, logs).

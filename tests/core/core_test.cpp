@@ -66,6 +66,8 @@ TEST_CASE("URLs: http and https only - ports and paths kept") {
   CHECK_FALSE(parse_url("http://user@host/"));
   CHECK_FALSE(parse_url("http://host/a b"));
   CHECK_FALSE(parse_url("javascript:alert(1)"));
+  CHECK_FALSE(parse_url("http://[]:80/"));
+  CHECK(parse_url("http://[::1]:8080")->port == 8080);
 }
 
 TEST_CASE("base64 round trips and rejects what is not base64") {
@@ -79,4 +81,6 @@ TEST_CASE("base64 round trips and rejects what is not base64") {
   CHECK_FALSE(base64_decode("Zm8=Zm8="));
   CHECK_FALSE(base64_decode("Z"));
   CHECK_FALSE(base64url_decode("Zm8="));
+  CHECK(base64_decode("QQ==") == "A");
+  CHECK_FALSE(base64_decode("QR=="));  // non-canonical trailing bits
 }
