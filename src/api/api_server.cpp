@@ -55,9 +55,57 @@ std::string lower(std::string s) {
   return s;
 }
 
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The request headers this API reads, found in one pass over the headers: each httplib lookup
+// compares names case-insensitively through the whole map, and a submit made eight of them.
+// Filled by the pre-routing handler; read by the handler on the same thread, same request.
+struct RequestHeaders {
+  const std::string* content_type = nullptr;
+  const std::string* content_length = nullptr;
+  const std::string* authorization = nullptr;
+  const std::string* idempotency_key = nullptr;
+  bool chunked = false;
+  bool conflicting_lengths = false;
+};
+thread_local RequestHeaders t_headers;
+
+void scan_headers(const Request& req) {
+  RequestHeaders h;
+  for (const auto& [name, value] : req.headers) {
+    if (iequals(name, "Content-Type")) {
+      h.content_type = &value;
+    } else if (iequals(name, "Content-Length")) {
+      if (h.content_length && *h.content_length != value) h.conflicting_lengths = true;
+      h.content_length = &value;
+    } else if (iequals(name, "Authorization")) {
+      h.authorization = &value;
+    } else if (iequals(name, "Idempotency-Key")) {
+      h.idempotency_key = &value;
+    } else if (iequals(name, "Transfer-Encoding")) {
+      h.chunked = true;
+    }
+  }
+  t_headers = h;
+}
+
+bool is_multipart(const RequestHeaders& h) {
+  return h.content_type && h.content_type->size() >= 19 &&
+         iequals(std::string_view(*h.content_type).substr(0, 19), "multipart/form-data");
+}
+
 // The media type of the request without parameters, lower case ("" when absent).
-std::string media_type(const Request& req) {
-  std::string ct = req.get_header_value("Content-Type");
+std::string media_type(const Request&) {
+  std::string ct = t_headers.content_type ? *t_headers.content_type : std::string();
   ct = ct.substr(0, ct.find(';'));
   while (!ct.empty() && std::isspace(static_cast<unsigned char>(ct.back()))) ct.pop_back();
   while (!ct.empty() && std::isspace(static_cast<unsigned char>(ct.front()))) ct.erase(0, 1);
@@ -93,9 +141,9 @@ Status too_large(size_t limit) {
                 "the body is larger than the limit of " + std::to_string(limit) + " bytes");
 }
 
-std::optional<std::string> header_opt(const Request& req, const char* name) {
-  if (!req.has_header(name)) return std::nullopt;
-  return req.get_header_value(name);
+std::optional<std::string> idempotency_header() {
+  if (!t_headers.idempotency_key) return std::nullopt;
+  return *t_headers.idempotency_key;
 }
 
 const char* mime_for(const std::string& name) {
@@ -151,7 +199,10 @@ struct ApiServer::Impl {
         tokens(opt.api_tokens) {}
 
   bool authorized(const Request& req) const {
-    return tokens.empty() || tokens.allows(req.get_header_value("Authorization"));
+    (void)req;
+    return tokens.empty() ||
+           tokens.allows(t_headers.authorization ? std::string_view(*t_headers.authorization)
+                                                 : std::string_view());
   }
 
   // Reads a non-multipart body through the content reader, up to `limit` bytes.
@@ -259,10 +310,21 @@ struct ApiServer::Impl {
     return st;
   }
 
+  // The tasks_submitted_total cell of a pool, remembered per HTTP thread.
+  CounterFamily::Cell& submitted_cell(const std::string& type) {
+    thread_local std::vector<std::pair<std::string, CounterFamily::Cell*>> cells;
+    for (auto& [t, cell] : cells) {
+      if (t == type) return *cell;
+    }
+    CounterFamily::Cell* cell = &metrics.tasks_submitted.cell({type});
+    cells.emplace_back(type, cell);
+    return *cell;
+  }
+
   void reply_submit(Response& res, const StatusOr<SubmitOutcome>& out) {
     if (!out.ok()) return send_error(res, out.status());
     if (out->created) {
-      metrics.tasks_submitted.inc({out->task.type});
+      submitted_cell(out->task.type).inc();
       res.set_header("Location", "/api/v1/tasks/" + out->task.task_id);
     }
     send_text_json(res, out->created ? 202 : 200, task_json(out->task, false));
@@ -270,7 +332,7 @@ struct ApiServer::Impl {
 
   // POST /api/v1/tasks: JSON, or multipart with a `task` part and an optional `file`.
   void submit(const Request& req, Response& res, const httplib::ContentReader& reader) {
-    if (req.is_multipart_form_data()) {
+    if (is_multipart(t_headers)) {
       std::optional<Upload> upload;
       std::map<std::string, std::string> fields;
       Status st = read_multipart(reader, &upload, &fields);
@@ -285,7 +347,7 @@ struct ApiServer::Impl {
                                                        "task holding the task's JSON"));
       }
       auto task = parse_task_request(it->second);
-      if (task.ok()) st = apply_idempotency_header(*task, header_opt(req, "Idempotency-Key"));
+      if (task.ok()) st = apply_idempotency_header(*task, idempotency_header());
       if (!task.ok() || !st.ok()) {
         discard();
         return send_error(res, task.ok() ? st : task.status());
@@ -299,15 +361,15 @@ struct ApiServer::Impl {
     if (!st.ok()) return send_error(res, st);
     auto task = parse_task_request(body);
     if (!task.ok()) return send_error(res, task.status());
-    st = apply_idempotency_header(*task, header_opt(req, "Idempotency-Key"));
+    st = apply_idempotency_header(*task, idempotency_header());
     if (!st.ok()) return send_error(res, st);
     reply_submit(res, svc.submit(std::move(*task)));
   }
 
   // POST /api/v1/audio/async: multipart `file` (+ optional `task` JSON, + form fields that go
   // into the payload) → a transcribe task.
-  void submit_audio(const Request& req, Response& res, const httplib::ContentReader& reader) {
-    if (!req.is_multipart_form_data()) {
+  void submit_audio(const Request&, Response& res, const httplib::ContentReader& reader) {
+    if (!is_multipart(t_headers)) {
       return send_error(res, Status(Code::kUnsupportedMedia, "unsupported_media_type",
                                     "send the audio as multipart/form-data with a part named file"));
     }
@@ -336,7 +398,7 @@ struct ApiServer::Impl {
     }
     for (auto& [k, v] : fields) payload[k] = v;
     task.payload = dump(payload);
-    st = apply_idempotency_header(task, header_opt(req, "Idempotency-Key"));
+    st = apply_idempotency_header(task, idempotency_header());
     if (!st.ok()) {
       std::remove(upload->temp_path.c_str());
       return send_error(res, st);
@@ -352,7 +414,7 @@ struct ApiServer::Impl {
     if (!st.ok()) return send_error(res, st);
     auto task = parse_image_request(body);
     if (!task.ok()) return send_error(res, task.status());
-    st = apply_idempotency_header(*task, header_opt(req, "Idempotency-Key"));
+    st = apply_idempotency_header(*task, idempotency_header());
     if (!st.ok()) return send_error(res, st);
     reply_submit(res, svc.submit(std::move(*task)));
   }
@@ -376,7 +438,7 @@ struct ApiServer::Impl {
     for (const SubmitOutcome& o : *out) {
       write_task(w, o.task, false, nullptr, o.created);
       if (o.created) {
-        metrics.tasks_submitted.inc({o.task.type});
+        submitted_cell(o.task.type).inc();
         any_created = true;
       }
     }
@@ -724,6 +786,7 @@ void ApiServer::install(HttpServer& server) {
   server.set_pre_routing_handler([impl](const Request& req, Response& res) {
     t_route = "unmatched";
     t_start = std::chrono::steady_clock::now();
+    scan_headers(req);
     const std::string& path = req.path;
     bool api = path.rfind("/api/", 0) == 0;
     if (api && !impl->authorized(req)) {
@@ -752,19 +815,15 @@ void ApiServer::install(HttpServer& server) {
     }
     // Two Content-Length headers that disagree are how requests are smuggled past proxies
     // (RFC 9112 6.3): refused.
-    if (req.get_header_value_count("Content-Length") > 1) {
-      std::string first = req.get_header_value("Content-Length");
-      for (size_t i = 1; i < req.get_header_value_count("Content-Length"); ++i) {
-        if (req.get_header_value("Content-Length", i) != first) {
-          t_route = "malformed";
-          send_error(res, Status::Malformed("conflicting Content-Length headers"));
-          return httplib::Server::HandlerResponse::Handled;
-        }
-      }
+    if (t_headers.conflicting_lengths) {
+      t_route = "malformed";
+      send_error(res, Status::Malformed("conflicting Content-Length headers"));
+      return httplib::Server::HandlerResponse::Handled;
     }
-    if (std::string cl = req.get_header_value("Content-Length"); !cl.empty()) {
+    if (t_headers.content_length) {
+      const std::string& cl = *t_headers.content_length;
       bool upload = (path == "/api/v1/tasks" || path == "/api/v1/audio/async") &&
-                    req.is_multipart_form_data();
+                    is_multipart(t_headers);
       size_t limit = upload ? impl->opt.max_upload : impl->opt.max_body;
       uint64_t n = 0;
       auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
@@ -783,10 +842,11 @@ void ApiServer::install(HttpServer& server) {
   // "Expect: 100-continue" for a body over the limit gets the 413 at once instead of a 100
   // that invites the client to send it.
   server.set_expect_100_continue_handler([impl](const Request& req, Response& res) {
+    scan_headers(req);
     bool upload = (req.path == "/api/v1/tasks" || req.path == "/api/v1/audio/async") &&
-                  req.is_multipart_form_data();
+                  is_multipart(t_headers);
     size_t limit = upload ? impl->opt.max_upload : impl->opt.max_body;
-    std::string cl = req.get_header_value("Content-Length");
+    std::string cl = t_headers.content_length ? *t_headers.content_length : std::string();
     uint64_t n = 0;
     auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
     if (!cl.empty() && (ec != std::errc() || n > limit)) {
@@ -920,8 +980,7 @@ void ApiServer::install(HttpServer& server) {
   route_reader(R"(/api/v1/tasks/([^/]+)/cancel)",
                {"cancel", "/api/v1/tasks/{id}/cancel", "Cancel a queued or running task."},
                [impl](const Request& req, Response& res, const httplib::ContentReader& reader) {
-                 if (!req.get_header_value("Content-Length").empty() ||
-                     !req.get_header_value("Transfer-Encoding").empty()) {
+                 if (t_headers.content_length || t_headers.chunked) {
                    std::string ignored;
                    Status st = impl->read_body(reader, impl->opt.max_body, &ignored);
                    if (!st.ok()) return send_error(res, st);

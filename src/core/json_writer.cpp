@@ -121,7 +121,22 @@ JsonWriter& JsonWriter::end_array() {
 
 JsonWriter& JsonWriter::key(std::string_view k) {
   separate();
-  append_json_string(out_, k);
+  // Keys are almost always plain identifiers: copied as they are when nothing needs escaping.
+  bool plain = true;
+  for (char c : k) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == '"' || c == '\\' ||
+        static_cast<unsigned char>(c) >= 0x80) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) {
+    out_ += '"';
+    out_.append(k);
+    out_ += '"';
+  } else {
+    append_json_string(out_, k);
+  }
   out_ += ':';
   need_comma_ = false;
   return *this;

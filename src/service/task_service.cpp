@@ -52,19 +52,18 @@ Status TaskService::recover() {
   }
   auto counts = store_.count_by_status();
   if (!counts.ok()) return counts.status();
-  std::lock_guard<std::mutex> lock(totals_mu_);
-  totals_ = *counts;
+  for (auto& t : totals_) t.store(0);
+  for (const auto& [name, n] : *counts) {
+    if (auto state = parse_task_state(name)) totals_[static_cast<size_t>(*state)].store(n);
+  }
   return Status::Ok();
 }
 
 void TaskService::on_commit(const std::vector<TaskChange>& changes) {
   events_.publish(changes);
-  {
-    std::lock_guard<std::mutex> lock(totals_mu_);
-    for (const TaskChange& c : changes) {
-      if (c.from) --totals_[std::string(to_string(*c.from))];
-      ++totals_[std::string(to_string(c.to))];
-    }
+  for (const TaskChange& c : changes) {
+    if (c.from) totals_[static_cast<size_t>(*c.from)].fetch_sub(1, std::memory_order_relaxed);
+    totals_[static_cast<size_t>(c.to)].fetch_add(1, std::memory_order_relaxed);
   }
   for (const TaskChange& c : changes) {
     if (pools_.has_pool(c.type)) pools_.on_change(c);
@@ -80,8 +79,12 @@ void TaskService::on_commit(const std::vector<TaskChange>& changes) {
 }
 
 std::map<std::string, int64_t> TaskService::totals() const {
-  std::lock_guard<std::mutex> lock(totals_mu_);
-  return totals_;
+  std::map<std::string, int64_t> out;
+  for (TaskState s : {TaskState::kQueued, TaskState::kRunning, TaskState::kDone,
+                      TaskState::kFailed, TaskState::kCanceled}) {
+    out[std::string(to_string(s))] = totals_[static_cast<size_t>(s)].load();
+  }
+  return out;
 }
 
 void TaskService::begin_shutdown() {

@@ -5,6 +5,7 @@
 // Thread-safe. It sees the pools only through PoolDirectory (implemented in main.cpp over the
 // worker pools), keeping the dependency rule: service → store, queue.
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <map>
@@ -128,8 +129,9 @@ class TaskService {
   int64_t recovered_requeued_ = 0;
   int64_t recovered_failed_ = 0;
 
-  mutable std::mutex totals_mu_;
-  std::map<std::string, int64_t> totals_;  // guarded by totals_mu_
+  // Totals by state, indexed by TaskState: updated for every committed change on the writer
+  // thread, so no string keys.
+  std::array<std::atomic<int64_t>, 5> totals_{};
 };
 
 }  // namespace ts

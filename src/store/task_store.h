@@ -2,8 +2,9 @@
 // TaskStore is the durable record of every task: one SQLite file in WAL mode.
 //
 // Thread-safe. Every write goes through one writer thread that owns the write connection and
-// commits all writes waiting at that moment in one transaction (group commit), then answers
-// each caller; a lone write is committed at once, never after a timer. Reads use a small pool
+// commits all writes waiting at that moment in one transaction (group commit); a notifier
+// thread then answers each caller while the writer goes on with the next transaction. A lone
+// write is committed at once, never after a timer. Reads use a small pool
 // of their own connections and never wait for the writer.
 //
 // Each state change is one UPDATE guarded by the state it expects (`WHERE status = ...`): a
@@ -173,12 +174,18 @@ class TaskStore {
   // Runs fn on the writer thread inside the batch transaction and blocks until it is committed.
   // With savepoint, a failing fn leaves no trace in the transaction.
   Status write(bool savepoint, std::function<Status(WriteContext&)> fn);
+  // Queues the op `fill` describes and blocks until its transaction is committed.
+  Status write_op(const std::function<void(WriteOp&)>& fill);
+  // On the writer thread: inserts n consecutive plain-insert ops, many rows per statement.
+  void insert_run(WriteOp** ops, size_t n);
   // RUNNING → `to` by one guarded UPDATE (`set_clause` binds ?2.. through `bind`; ?1 is the
   // time, ?9 the row), recording the attempt. False when the task was no longer RUNNING.
   StatusOr<bool> leave_running(int64_t seq, const Attempt& attempt, TaskState to,
                                const std::string& set_clause,
                                const std::function<void(SQLite::Statement&)>& bind);
   void writer_loop();
+  // Wakes the callers of committed ops, off the writer's path.
+  void notifier_loop();
 
   StoreOptions options_;
   const Clock& clock_;
@@ -193,6 +200,12 @@ class TaskStore {
   bool stopping_ = false;         // guarded by mu_
   bool closed_ = false;           // guarded by mu_
   std::thread writer_;
+
+  std::mutex notify_mu_;
+  std::condition_variable notify_cv_;
+  std::vector<WriteOp*> to_notify_;  // guarded by notify_mu_: committed, callers not yet woken
+  bool notifier_stop_ = false;       // guarded by notify_mu_
+  std::thread notifier_;
 };
 
 }  // namespace ts

@@ -3,6 +3,8 @@
 #include <SQLiteCpp/Database.h>
 
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <cstring>
 #include <thread>
 
@@ -170,6 +172,55 @@ TEST_CASE("idempotency keys: a repeat names the first task - also under concurre
   CHECK(created == 1);
   for (const auto& n : named) CHECK(n == named[0]);
   CHECK(*store->count_all() == 1);
+}
+
+TEST_CASE("concurrent plain inserts are grouped and each gets its own row") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  std::vector<TaskChange> heard;
+  std::mutex heard_mu;
+  store->set_commit_listener([&](const std::vector<TaskChange>& c) {
+    std::lock_guard<std::mutex> lock(heard_mu);
+    heard.insert(heard.end(), c.begin(), c.end());
+  });
+  constexpr int kThreads = 24, kEach = 40;
+  std::vector<std::vector<Task>> made(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        Task task = make_task(clock, "image", i % 10);
+        auto r = store->insert(task);
+        REQUIRE(r.ok());
+        CHECK(r->created);
+        made[t].push_back(task);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<int64_t> seqs;
+  for (const auto& list : made) {
+    for (const Task& t : list) {
+      CHECK(seqs.insert(t.seq).second);
+      auto got = store->get(t.task_id, false);
+      REQUIRE(got.ok());
+      REQUIRE(got->has_value());
+      CHECK((*got)->seq == t.seq);  // the seq handed back is the row's
+      CHECK((*got)->priority == t.priority);
+    }
+  }
+  CHECK(seqs.size() == size_t{kThreads * kEach});
+  REQUIRE(heard.size() == size_t{kThreads * kEach});
+  for (size_t i = 1; i < heard.size(); ++i) CHECK(heard[i - 1].seq < heard[i].seq);
+  // A duplicate id in a group fails that insert alone.
+  Task a = make_task(clock), b = make_task(clock);
+  b.task_id = made[0][0].task_id;
+  std::thread ta([&] { CHECK(store->insert(a).ok()); });
+  std::thread tb([&] { CHECK_FALSE(store->insert(b).ok()); });
+  ta.join();
+  tb.join();
+  CHECK(*store->count_all() == kThreads * kEach + 1);
 }
 
 TEST_CASE("a batch is all or nothing") {
