@@ -268,6 +268,7 @@ int serve(ServeConfig cfg, bool demo) {
   ServerView view;
   view.pools = [&pools] { return pools.stats(); };
   view.store_writable = [&store] { return store->check_writable(); };
+  view.store_memory_bytes = [] { return TaskStore::sqlite_memory_bytes(); };
   view.started_at_ms = started_at;
   ApiServer api(ao, service, view, metrics, *inputs);
   api.install(http);

@@ -2,15 +2,22 @@
 # Soak test: the release binary with three mock backends (50 ms latency; one fails 20% of its
 # requests, one is flipped unhealthy and back every 20 s) under mixed submits, polls, lists
 # and cancels at a bounded rate for N minutes, all on 127.0.0.1. Samples the server's RSS and
-# open fds at the start, every minute and at the end; then waits for the backlog to drain and
-# checks that every submitted task reached DONE, FAILED or CANCELED.
+# open fds, and from /metrics the malloc heap in use (process_heap_inuse_bytes) and SQLite's part
+# of it (store_sqlite_memory_bytes), at the start, every minute and at the end; then waits for
+# the backlog to drain and checks that every submitted task reached DONE, FAILED or CANCELED.
+# Memory is judged after the warm-up, without SQLite's heap: its page caches grow with the
+# database up to their configured bound (64 MiB for the write connection, 2 MiB per reader) and
+# that is not a leak. The heap in use is the precise measure (a leak of ours grows it); RSS also
+# holds what malloc keeps after a free, so it gets a looser bound.
 #   scripts/soak.sh [minutes]          default 10; binary: ${BUILD_DIR:-build}/taskserver
 # Knobs (environment): SOAK_WORKERS (3 client loops), SOAK_PAUSE (0.05 s between a loop's
-# rounds), SOAK_MAX_TASKS (50000), SOAK_DRAIN_S (300), SOAK_RSS_GROWTH_PCT (20),
-# SOAK_RSS_NOISE_KB (8192: growth under this is noise whatever the percentage), SOAK_FD_SLACK (0),
-# SOAK_WARMUP_MIN (2 for runs of 5 minutes or more, else 1), SOAK_KEEP=1 keeps the work folder.
-# Exits 1 when a task is not final, the server died or answered 5xx, RSS grew beyond noise after
-# the warm-up, or open fds grew.
+# rounds), SOAK_MAX_TASKS (50000), SOAK_DRAIN_S (300), SOAK_GROWTH_PCT (20: growth under this
+# percentage is fine), SOAK_HEAP_NOISE_KB (2048) and SOAK_RSS_NOISE_KB (16384: growth under
+# these is noise whatever the percentage), SOAK_FD_SLACK (2: the reader pool keeps up to 8
+# connections and may open one late; a leak per request would be thousands), SOAK_WARMUP_MIN (2
+# for runs of 5 minutes or more, else 1), SOAK_KEEP=1 keeps the work folder.
+# Exits 1 when a task is not final, the server died or answered 5xx, the heap or RSS grew beyond
+# noise after the warm-up, or open fds grew.
 set -euo pipefail
 export LC_ALL=C  # sort and join must agree on the order
 cd "$(dirname "$0")/.."
@@ -25,9 +32,10 @@ workers="${SOAK_WORKERS:-3}"
 pause="${SOAK_PAUSE:-0.05}"
 max_tasks="${SOAK_MAX_TASKS:-50000}"
 drain_s="${SOAK_DRAIN_S:-300}"
-rss_pct="${SOAK_RSS_GROWTH_PCT:-20}"
-rss_noise="${SOAK_RSS_NOISE_KB:-8192}"
-fd_slack="${SOAK_FD_SLACK:-0}"
+growth_pct="${SOAK_GROWTH_PCT:-20}"
+heap_noise="${SOAK_HEAP_NOISE_KB:-2048}"
+rss_noise="${SOAK_RSS_NOISE_KB:-16384}"
+fd_slack="${SOAK_FD_SLACK:-2}"
 
 work="$(mktemp -d /tmp/taskserver-soak-XXXXXX)"
 pids=()  # every process this script started, ended by id on exit
@@ -86,6 +94,12 @@ fd_count() {
   done
   echo "$least"
 }
+mem_kb() {  # "SQLITE-kB HEAP-kB" from the server's /metrics
+  curl -sf -m 10 "$url/metrics" | awk '
+    $1 == "store_sqlite_memory_bytes" {sql = $2}
+    $1 == "process_heap_inuse_bytes" {heap = $2}
+    END {printf "%d %d\n", sql / 1024, heap / 1024}'
+}
 alive() { kill -0 "$server_pid" 2>/dev/null; }
 totals() { curl -sf -m 10 "$url/api/v1/stats" | jq -c '.totals'; }
 
@@ -93,8 +107,9 @@ start_ts=$(date +%s)
 end_ts=$((start_ts + minutes * 60))
 rss_start=$(rss_kb)
 fds_start=$(fd_count)
+read -r sql_start heap_start < <(mem_kb)
 rss_max=$rss_start
-echo "0 $rss_start $fds_start" >"$work/samples"
+echo "0 $rss_start $fds_start $sql_start $heap_start" >"$work/samples"
 
 # One client loop: each round submits a task (some with an idempotency key, sent twice: the
 # second must return the same task), polls a recent one, and now and then cancels one or lists.
@@ -183,10 +198,13 @@ while [ "$(date +%s)" -lt "$end_ts" ]; do
   minute=$((minute + 1))
   rss=$(rss_kb)
   fds=$(fd_count)
+  read -r sql heap < <(mem_kb)
+  events=$(curl -sf -m 10 "$url/api/v1/stats" | jq ".last_event_id // 0" || echo 0)
   [ "$rss" -gt "$rss_max" ] && rss_max=$rss
-  echo "$minute $rss $fds" >>"$work/samples"
-  printf 'soak: minute %d: %d submitted, RSS %d MB, %d fds, totals %s\n' "$minute" \
-    "$(cat "$work"/ids.* 2>/dev/null | wc -l)" $((rss / 1024)) "$fds" "$(totals || echo '?')" >&2
+  echo "$minute $rss $fds $sql $heap $events" >>"$work/samples"
+  printf 'soak: minute %d: %d submitted, RSS %d MB, heap %d MB (SQLite %d MB), %d fds, totals %s\n' \
+    "$minute" "$(cat "$work"/ids.* 2>/dev/null | wc -l)" $((rss / 1024)) $((heap / 1024)) \
+    $((sql / 1024)) "$fds" "$(totals || echo '?')" >&2
 done
 for p in "${load_pids[@]}"; do wait "$p" || true; done
 
@@ -205,8 +223,9 @@ alive || { echo "soak: the server died" >&2; tail -20 "$work/server.err" >&2; ex
 sleep 2  # let the last connections of the load close before the final count
 rss_end=$(rss_kb)
 fds_end=$(fd_count)
+read -r sql_end heap_end < <(mem_kb)
 [ "$rss_end" -gt "$rss_max" ] && rss_max=$rss_end
-echo "end $rss_end $fds_end" >>"$work/samples"
+echo "end $rss_end $fds_end $sql_end $heap_end" >>"$work/samples"
 
 # Every task the server listed, with its state (newest first, cursor pages).
 : >"$work/listed"
@@ -230,16 +249,38 @@ not_final=$((submitted - done_n - failed_n - canceled_n))
 cancel_calls=$(cat "$work"/canceled.* | sort -u | wc -l)
 bad_calls=$(cat "$work"/bad.* | wc -l)
 
-# Warm-up: the event ring (16384 events, about 4 per task) and SQLite's page caches fill in
-# the first minutes of load; growth is judged from the end of the warm-up on.
+# Warm-up: the event ring (16384 events of ~200 bytes, about 4 per task) and
+# SQLite's page caches fill in the first minutes of load; growth is judged from the end of the
+# warm-up on: by default the later of 2 minutes (1 for short runs) and the first sample after
+# the ring was full.
 warm_min="${SOAK_WARMUP_MIN:-$([ "$minutes" -ge 5 ] && echo 2 || echo 1)}"
+if [ -z "${SOAK_WARMUP_MIN:-}" ]; then
+  ring_full=$(awk '$1 != "end" && $6 > 16384 {print $1; exit}' "$work/samples")
+  [ -n "$ring_full" ] && [ "$ring_full" -gt "$warm_min" ] && warm_min=$ring_full
+fi
 rss_warm=$(awk -v m="$warm_min" '$1 == m {print $2}' "$work/samples")
 fds_warm=$(awk -v m="$warm_min" '$1 == m {print $3}' "$work/samples")
+sql_warm=$(awk -v m="$warm_min" '$1 == m {print $4}' "$work/samples")
+heap_warm=$(awk -v m="$warm_min" '$1 == m {print $5}' "$work/samples")
 if [ "$minutes" -le "$warm_min" ] || [ -z "$rss_warm" ]; then
   rss_warm=$rss_start
   fds_warm=$fds_start
+  sql_warm=$sql_start
+  heap_warm=$heap_start
 fi
-rss_growth=$((rss_end - rss_warm))
+# What is not SQLite's: the part a leak of ours would grow. SQLite's heap is taken at its
+# highest after the warm-up for RSS: what it frees late stays in RSS as malloc's.
+own_heap_warm=$((heap_warm - sql_warm))
+own_heap_end=$((heap_end - sql_end))
+heap_growth=$((own_heap_end - own_heap_warm))
+sql_max=$(awk -v m="$warm_min" '$1 != "end" && $1 >= m && $4 > x {x = $4} END {print x + 0}' "$work/samples")
+[ "$sql_end" -gt "$sql_max" ] && sql_max=$sql_end
+own_rss_warm=$((rss_warm - sql_warm))
+own_rss_end=$((rss_end - sql_max))
+rss_growth=$((own_rss_end - own_rss_warm))
+grew() {  # grew GROWTH BASE NOISE: beyond noise and beyond the percentage
+  [ "$1" -gt "$3" ] && [ $(($1 * 100)) -gt $(($2 * growth_pct)) ]
+}
 
 echo
 echo "soak summary ($(date -u +%FT%TZ), binary $bin)"
@@ -252,8 +293,12 @@ printf '  %-34s %s\n' "minutes of load" "$minutes" \
   "backlog drained" "$drained" \
   "bad answers (5xx, wrong code)" "$bad_calls" \
   "RSS start / after warm-up / end / max" "$((rss_start / 1024)) / $((rss_warm / 1024)) / $((rss_end / 1024)) / $((rss_max / 1024)) MB (warm-up: $warm_min min)" \
+  "heap in use start / warm-up / end" "$((heap_start / 1024)) / $((heap_warm / 1024)) / $((heap_end / 1024)) MB" \
+  "  of which SQLite's" "$((sql_start / 1024)) / $((sql_warm / 1024)) / $((sql_end / 1024)) MB (most after warm-up $((sql_max / 1024)) MB)" \
+  "  without SQLite, warm-up / end" "$own_heap_warm / $own_heap_end kB" \
+  "RSS without SQLite, warm-up / end" "$((own_rss_warm / 1024)) / $((own_rss_end / 1024)) MB" \
   "open fds start / after warm-up / end" "$fds_start / $fds_warm / $fds_end"
-echo "  samples (minute RSS-kB fds):"
+echo "  samples (minute RSS-kB fds SQLite-kB heap-kB events):"
 sed 's/^/    /' "$work/samples"
 
 status=0
@@ -269,13 +314,20 @@ if [ "$bad_calls" -ne 0 ]; then
 fi
 if [ "$minutes" -le "$warm_min" ]; then
   echo "soak: RSS and fd growth not judged: the run is no longer than the ${warm_min} min warm-up"
-elif [ "$rss_growth" -gt "$rss_noise" ] && [ $((rss_growth * 100)) -gt $((rss_warm * rss_pct)) ]; then
-  echo "FAIL: RSS grew from $rss_warm kB (after warm-up) to $rss_end kB (> ${rss_pct}% and > ${rss_noise} kB)" >&2
-  status=1
-fi
-if [ "$minutes" -gt "$warm_min" ] && [ "$fds_end" -gt $((fds_warm + fd_slack)) ]; then
-  echo "FAIL: open fds grew from $fds_warm (after warm-up) to $fds_end" >&2
-  status=1
+else
+  if grew "$heap_growth" "$own_heap_warm" "$heap_noise"; then
+    echo "FAIL: heap in use without SQLite's grew from $own_heap_warm kB (after warm-up) to $own_heap_end kB (> ${growth_pct}% and > ${heap_noise} kB)" >&2
+    status=1
+  fi
+  if grew "$rss_growth" "$own_rss_warm" "$rss_noise"; then
+    echo "FAIL: RSS without SQLite's heap grew from $own_rss_warm kB (after warm-up) to $own_rss_end kB (> ${growth_pct}% and > ${rss_noise} kB)" >&2
+    status=1
+  fi
+  if [ "$fds_end" -gt $((fds_warm + fd_slack)) ]; then
+    echo "FAIL: open fds grew from $fds_warm (after warm-up) to $fds_end:" >&2
+    for f in /proc/"$server_pid"/fd/*; do readlink "$f"; done 2>/dev/null | sort | uniq -c >&2
+    status=1
+  fi
 fi
 [ "$status" -eq 0 ] && echo "soak: OK"
 exit "$status"

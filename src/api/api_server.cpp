@@ -1,5 +1,6 @@
 #include "api/api_server.h"
 
+#include <malloc.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -752,6 +753,16 @@ struct ApiServer::Impl {
                 {"pool", "backend"}, inflight);
     write_gauge(out, "backend_slots", "Requests the backend may hold at once.",
                 {"pool", "backend"}, slots);
+    if (view.store_memory_bytes) {
+      write_gauge(out, "store_sqlite_memory_bytes",
+                  "Heap held by SQLite, page caches included (bounded by their cache_size).", {},
+                  {{{}, static_cast<double>(view.store_memory_bytes())}});
+    }
+    // glibc's count of allocated bytes over every arena: unlike RSS it does not include what
+    // malloc keeps after a free, so a leak shows here first.
+    struct mallinfo2 mi = mallinfo2();
+    write_gauge(out, "process_heap_inuse_bytes", "Bytes allocated with malloc and not freed.", {},
+                {{{}, static_cast<double>(mi.uordblks + mi.hblkhd)}});
     res.status = 200;
     res.set_content(out, "text/plain; version=0.0.4; charset=utf-8");
   }

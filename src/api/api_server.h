@@ -32,6 +32,7 @@ struct ApiOptions {
 struct ServerView {
   std::function<std::vector<PoolStats>()> pools;
   std::function<Status()> store_writable;
+  std::function<int64_t()> store_memory_bytes;  // may be empty
   int64_t started_at_ms = 0;
 };
 

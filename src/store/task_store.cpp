@@ -1001,6 +1001,8 @@ StatusOr<int64_t> TaskStore::count_all() {
   });
 }
 
+int64_t TaskStore::sqlite_memory_bytes() { return sqlite3_memory_used(); }
+
 Status TaskStore::check_writable() {
   return write(false, [](WriteContext& ctx) -> Status {
     StmtUse s(ctx.stmt("PRAGMA user_version"));

@@ -161,6 +161,9 @@ class TaskStore {
   StatusOr<int64_t> count_all();
   // A cheap write-path check for readiness: the writer runs and the file takes a transaction.
   Status check_writable();
+  // Bytes of heap SQLite holds in this process (every connection's page cache included); the
+  // write connection's cache grows with the database up to its cache_size of 64 MiB.
+  static int64_t sqlite_memory_bytes();
 
   const std::string& path() const { return options_.path; }
 

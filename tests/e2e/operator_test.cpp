@@ -74,6 +74,8 @@ TEST_CASE("e2e metrics: values move as tasks run and promtool accepts the format
   CHECK(sample(after, "backend_inflight{pool=\"image\",backend=\"" + b.url() + "\"}") == 0);
   CHECK(after.find("# TYPE task_processing_duration_seconds histogram") != std::string::npos);
   CHECK(after.find("worker_pool_active{pool=\"image\"}") != std::string::npos);
+  CHECK(sample(after, "store_sqlite_memory_bytes") > 0);
+  CHECK(sample(after, "process_heap_inuse_bytes") >= 0);  // 0 under ASan, which owns malloc
 
   if (access("/usr/bin/promtool", X_OK) == 0) {
     std::string path = dir.file("metrics.txt");
