@@ -7,7 +7,7 @@
 #                                the dashboard's browser test, a short fuzz run, and the whole
 #                                suite again under ASan+UBSan and under ThreadSanitizer
 #   scripts/test.sh --quick      the Release suite and the curl walk only (for development)
-#   scripts/test.sh --no-tsan    everything but the TSan suite (saves its build, ~10 min on 2 cores)
+#   scripts/test.sh --no-tsan    everything but the TSan suite (saves ~4 min on 2 cores)
 #   scripts/test.sh --sanitize   only the suite under ASan+UBSan (build-asan/)
 #   scripts/test.sh --tsan       only the suite under ThreadSanitizer (build-tsan/)
 #
