@@ -424,10 +424,55 @@ void TaskStore::notifier_loop() {
 
 namespace {
 
-constexpr const char* kInsertSql =
+// The insert of a submitted task: kInsertHead then one kInsertRow per task (insert_one uses one,
+// insert_run up to kInsertChunk), bound by bind_task from parameter `base` + 1 on.
+constexpr size_t kInsertChunk = 32;
+constexpr const char* kInsertHead =
     "INSERT INTO tasks (task_id, type, payload, priority, status, attempt, max_attempts, "
     "timeout_s, idempotency_key, webhook_url, created_at, input_name, input_type, input_size) "
-    "VALUES (?, ?, ?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "VALUES ";
+constexpr const char* kInsertRow = "(?, ?, ?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?)";
+constexpr int kInsertParams = 12;
+
+// insert_sql(rows): the statement text for `rows` tasks, 1 <= rows <= kInsertChunk.
+const std::string& insert_sql(size_t rows) {
+  static const std::vector<std::string> all = [] {
+    std::vector<std::string> v(kInsertChunk + 1);
+    for (size_t n = 1; n <= kInsertChunk; ++n) {
+      v[n] = kInsertHead;
+      for (size_t r = 0; r < n; ++r) v[n] += r ? std::string(", ") + kInsertRow : kInsertRow;
+    }
+    return v;
+  }();
+  return all[rows];
+}
+
+void bind_task(SQLite::Statement& s, int base, const Task& task) {
+  s.bind(base + 1, task.task_id);
+  s.bind(base + 2, task.type);
+  s.bind(base + 3, task.payload);
+  s.bind(base + 4, task.priority);
+  s.bind(base + 5, task.max_attempts);
+  bind_opt(s, base + 6, task.timeout_s);
+  bind_opt(s, base + 7, task.idempotency_key);
+  bind_opt(s, base + 8, task.webhook_url);
+  s.bind(base + 9, task.created_at);
+  bind_opt(s, base + 10, task.input_name);
+  bind_opt(s, base + 11, task.input_type);
+  bind_opt(s, base + 12, task.input_size);
+}
+
+// The change an inserted task (its seq assigned) makes: none -> QUEUED.
+TaskChange queued_change(const Task& task) {
+  TaskChange c;
+  c.seq = task.seq;
+  c.task_id = task.task_id;
+  c.type = task.type;
+  c.priority = task.priority;
+  c.to = TaskState::kQueued;
+  c.at_ms = task.created_at;
+  return c;
+}
 
 std::optional<std::string> find_by_key(StatementCache& c, const std::string& key) {
   StmtUse use(c.stmt("SELECT task_id FROM tasks WHERE idempotency_key = ?"));
@@ -444,29 +489,11 @@ static TaskStore::InsertOutcome insert_one(StatementCache& c, std::vector<TaskCh
   if (task.idempotency_key) {
     if (auto existing = find_by_key(c, *task.idempotency_key)) return {false, *existing};
   }
-  StmtUse s(c.stmt(kInsertSql));
-  s->bind(1, task.task_id);
-  s->bind(2, task.type);
-  s->bind(3, task.payload);
-  s->bind(4, task.priority);
-  s->bind(5, task.max_attempts);
-  bind_opt(*s, 6, task.timeout_s);
-  bind_opt(*s, 7, task.idempotency_key);
-  bind_opt(*s, 8, task.webhook_url);
-  s->bind(9, task.created_at);
-  bind_opt(*s, 10, task.input_name);
-  bind_opt(*s, 11, task.input_type);
-  bind_opt(*s, 12, task.input_size);
+  StmtUse s(c.stmt(insert_sql(1)));
+  bind_task(*s, 0, task);
   s->exec();
   task.seq = c.db().getLastInsertRowid();
-  TaskChange change;
-  change.seq = task.seq;
-  change.task_id = task.task_id;
-  change.type = task.type;
-  change.priority = task.priority;
-  change.to = TaskState::kQueued;
-  change.at_ms = task.created_at;
-  changes.push_back(std::move(change));
+  changes.push_back(queued_change(task));
   return {true, task.task_id};
 }
 
@@ -486,48 +513,13 @@ StatusOr<TaskStore::InsertOutcome> TaskStore::insert(Task& task) {
   return out;
 }
 
-namespace {
-
-constexpr size_t kInsertChunk = 32;
-constexpr const char* kInsertHead =
-    "INSERT INTO tasks (task_id, type, payload, priority, status, attempt, max_attempts, "
-    "timeout_s, idempotency_key, webhook_url, created_at, input_name, input_type, input_size) "
-    "VALUES ";
-constexpr const char* kInsertRow = "(?, ?, ?, ?, 'QUEUED', 0, ?, ?, ?, ?, ?, ?, ?, ?)";
-constexpr int kInsertParams = 12;
-
-void bind_task(SQLite::Statement& s, int base, const Task& task) {
-  s.bind(base + 1, task.task_id);
-  s.bind(base + 2, task.type);
-  s.bind(base + 3, task.payload);
-  s.bind(base + 4, task.priority);
-  s.bind(base + 5, task.max_attempts);
-  bind_opt(s, base + 6, task.timeout_s);
-  bind_opt(s, base + 7, task.idempotency_key);
-  bind_opt(s, base + 8, task.webhook_url);
-  s.bind(base + 9, task.created_at);
-  bind_opt(s, base + 10, task.input_name);
-  bind_opt(s, base + 11, task.input_type);
-  bind_opt(s, base + 12, task.input_size);
-}
-
-}  // namespace
-
 void TaskStore::insert_run(WriteOp** ops, size_t n) {
   // One statement opens the table's and every index's b-tree once for up to kInsertChunk rows,
   // instead of once per row: most of an insert's cost on this path.
   for (size_t at = 0; at < n; at += kInsertChunk) {
     size_t k = std::min(kInsertChunk, n - at);
-    static const std::vector<std::string> kSql = [] {
-      std::vector<std::string> all(kInsertChunk + 1);
-      for (size_t rows = 1; rows <= kInsertChunk; ++rows) {
-        all[rows] = kInsertHead;
-        for (size_t r = 0; r < rows; ++r) all[rows] += r ? std::string(", ") + kInsertRow : kInsertRow;
-      }
-      return all;
-    }();
     try {
-      StmtUse s(write_ctx_->stmt(kSql[k]));
+      StmtUse s(write_ctx_->stmt(insert_sql(k)));
       for (size_t r = 0; r < k; ++r) {
         bind_task(*s, static_cast<int>(r) * kInsertParams, *ops[at + r]->plain_insert);
       }
@@ -537,14 +529,7 @@ void TaskStore::insert_run(WriteOp** ops, size_t n) {
       for (size_t r = 0; r < k; ++r) {
         Task& task = *ops[at + r]->plain_insert;
         task.seq = last - static_cast<int64_t>(k - 1 - r);
-        TaskChange c;
-        c.seq = task.seq;
-        c.task_id = task.task_id;
-        c.type = task.type;
-        c.priority = task.priority;
-        c.to = TaskState::kQueued;
-        c.at_ms = task.created_at;
-        write_ctx_->changes.push_back(std::move(c));
+        write_ctx_->changes.push_back(queued_change(task));
         ops[at + r]->result = Status::Ok();
       }
     } catch (const SQLite::Exception&) {
