@@ -104,8 +104,9 @@ bool is_multipart(const RequestHeaders& h) {
          iequals(std::string_view(*h.content_type).substr(0, 19), "multipart/form-data");
 }
 
-// The media type of the request without parameters, lower case ("" when absent).
-std::string media_type(const Request&) {
+// The media type of the current request (t_headers) without parameters, lower case ("" when
+// absent).
+std::string media_type() {
   std::string ct = t_headers.content_type ? *t_headers.content_type : std::string();
   ct = ct.substr(0, ct.find(';'));
   while (!ct.empty() && std::isspace(static_cast<unsigned char>(ct.back()))) ct.pop_back();
@@ -114,8 +115,9 @@ std::string media_type(const Request&) {
 }
 
 // JSON bodies may be declared as JSON, or as what curl -d and simple clients send by default.
-Status check_json_body_type(const Request& req) {
-  std::string mt = media_type(req);
+// Reads the current request's headers (t_headers).
+Status check_json_body_type() {
+  std::string mt = media_type();
   if (mt.empty() || mt == "application/json" || mt == "application/x-www-form-urlencoded" ||
       mt == "text/plain" || (mt.size() > 5 && mt.compare(mt.size() - 5, 5, "+json") == 0)) {
     return Status::Ok();
@@ -140,6 +142,21 @@ Status body_too_slow() {
 Status too_large(size_t limit) {
   return Status(Code::kTooLarge, "payload_too_large",
                 "the body is larger than the limit of " + std::to_string(limit) + " bytes");
+}
+
+// The current request's declared Content-Length (t_headers) against the body limit of `path`
+// (--max-upload for uploads, --max-body for the rest): checked before any of the body is read.
+Status check_declared_length(const std::string& path, size_t max_body, size_t max_upload) {
+  if (!t_headers.content_length) return Status::Ok();
+  const std::string& cl = *t_headers.content_length;
+  bool upload = (path == "/api/v1/tasks" || path == "/api/v1/audio/async") &&
+                is_multipart(t_headers);
+  size_t limit = upload ? max_upload : max_body;
+  uint64_t n = 0;
+  auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
+  if (ec != std::errc() || p != cl.data() + cl.size()) return Status::Malformed("bad Content-Length");
+  if (n > limit) return too_large(limit);
+  return Status::Ok();
 }
 
 std::optional<std::string> idempotency_header() {
@@ -199,14 +216,13 @@ struct ApiServer::Impl {
       : opt(std::move(o)), svc(s), view(std::move(v)), metrics(m), inputs(in),
         tokens(opt.api_tokens) {}
 
-  bool authorized(const Request& req) const {
-    (void)req;
+  // Whether the current request (t_headers) may use /api/.
+  bool authorized() const {
     return tokens.empty() ||
            tokens.allows(t_headers.authorization ? std::string_view(*t_headers.authorization)
                                                  : std::string_view());
   }
 
-  // Reads a non-multipart body through the content reader, up to `limit` bytes.
   // Reads a non-multipart body through the content reader, up to `limit` bytes and within
   // kBodyDeadline. A body that ends before its Content-Length (the client went away or stalled
   // past --read-timeout) is an error, never a shorter body taken as whole.
@@ -332,7 +348,7 @@ struct ApiServer::Impl {
   }
 
   // POST /api/v1/tasks: JSON, or multipart with a `task` part and an optional `file`.
-  void submit(const Request& req, Response& res, const httplib::ContentReader& reader) {
+  void submit(const Request&, Response& res, const httplib::ContentReader& reader) {
     if (is_multipart(t_headers)) {
       std::optional<Upload> upload;
       std::map<std::string, std::string> fields;
@@ -355,7 +371,7 @@ struct ApiServer::Impl {
       }
       return reply_submit(res, svc.submit(std::move(*task), std::move(upload)));
     }
-    Status st = check_json_body_type(req);
+    Status st = check_json_body_type();
     if (!st.ok()) return send_error(res, st);
     std::string body;
     st = read_body(reader, opt.max_body, &body);
@@ -407,8 +423,8 @@ struct ApiServer::Impl {
     reply_submit(res, svc.submit(std::move(task), std::move(upload)));
   }
 
-  void submit_image(const Request& req, Response& res, const httplib::ContentReader& reader) {
-    Status st = check_json_body_type(req);
+  void submit_image(const Request&, Response& res, const httplib::ContentReader& reader) {
+    Status st = check_json_body_type();
     if (!st.ok()) return send_error(res, st);
     std::string body;
     st = read_body(reader, opt.max_body, &body);
@@ -420,8 +436,8 @@ struct ApiServer::Impl {
     reply_submit(res, svc.submit(std::move(*task)));
   }
 
-  void submit_batch(const Request& req, Response& res, const httplib::ContentReader& reader) {
-    Status st = check_json_body_type(req);
+  void submit_batch(const Request&, Response& res, const httplib::ContentReader& reader) {
+    Status st = check_json_body_type();
     if (!st.ok()) return send_error(res, st);
     std::string body;
     st = read_body(reader, opt.max_body, &body);
@@ -800,7 +816,7 @@ void ApiServer::install(HttpServer& server) {
     scan_headers(req);
     const std::string& path = req.path;
     bool api = path.rfind("/api/", 0) == 0;
-    if (api && !impl->authorized(req)) {
+    if (api && !impl->authorized()) {
       t_route = "auth";
       res.set_header("WWW-Authenticate", "Bearer realm=\"taskserver\"");
       send_error(res, Status(Code::kUnauthorized, "unauthorized",
@@ -816,7 +832,7 @@ void ApiServer::install(HttpServer& server) {
     // JSON-only routes refuse other bodies before reading them (httplib would otherwise parse
     // a multipart body itself and answer 400).
     if (req.method == "POST" && (path == "/api/v1/image/async" || path == "/api/v1/tasks/batch")) {
-      Status st = check_json_body_type(req);
+      Status st = check_json_body_type();
       if (!st.ok()) {
         t_route = "unsupported_media";
         res.set_header("Connection", "close");
@@ -831,21 +847,13 @@ void ApiServer::install(HttpServer& server) {
       send_error(res, Status::Malformed("conflicting Content-Length headers"));
       return httplib::Server::HandlerResponse::Handled;
     }
-    if (t_headers.content_length) {
-      const std::string& cl = *t_headers.content_length;
-      bool upload = (path == "/api/v1/tasks" || path == "/api/v1/audio/async") &&
-                    is_multipart(t_headers);
-      size_t limit = upload ? impl->opt.max_upload : impl->opt.max_body;
-      uint64_t n = 0;
-      auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
-      if (ec != std::errc() || n > limit) {
-        t_route = "too_large";
-        // The body is not read, so the connection cannot be reused.
-        res.set_header("Connection", "close");
-        send_error(res, ec != std::errc() ? Status::Malformed("bad Content-Length")
-                                          : too_large(limit));
-        return httplib::Server::HandlerResponse::Handled;
-      }
+    if (Status st = check_declared_length(path, impl->opt.max_body, impl->opt.max_upload);
+        !st.ok()) {
+      t_route = "too_large";
+      // The body is not read, so the connection cannot be reused.
+      res.set_header("Connection", "close");
+      send_error(res, st);
+      return httplib::Server::HandlerResponse::Handled;
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
@@ -854,18 +862,11 @@ void ApiServer::install(HttpServer& server) {
   // that invites the client to send it.
   server.set_expect_100_continue_handler([impl](const Request& req, Response& res) {
     scan_headers(req);
-    bool upload = (req.path == "/api/v1/tasks" || req.path == "/api/v1/audio/async") &&
-                  is_multipart(t_headers);
-    size_t limit = upload ? impl->opt.max_upload : impl->opt.max_body;
-    std::string cl = t_headers.content_length ? *t_headers.content_length : std::string();
-    uint64_t n = 0;
-    auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
-    if (!cl.empty() && (ec != std::errc() || n > limit)) {
-      t_route = "too_large";
-      send_error(res, too_large(limit));
-      return 413;
-    }
-    return 100;
+    Status st = check_declared_length(req.path, impl->opt.max_body, impl->opt.max_upload);
+    if (st.ok()) return 100;
+    t_route = "too_large";
+    send_error(res, st);
+    return res.status;
   });
 
   server.set_error_handler([](const Request& req, Response& res) {
