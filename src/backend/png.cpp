@@ -102,34 +102,45 @@ bool looks_like_png(std::string_view bytes) {
   return bytes.substr(bytes.size() - 8, 4) == "IEND";
 }
 
-std::optional<std::string> first_image_from_answer(std::string_view answer) {
+namespace {
+
+// The first entry of an OpenAI images answer's `data` array, parsed into `doc`; nullptr when the
+// answer is not a JSON object with a non-empty `data` array whose first entry is an object.
+const nlohmann::json* first_data_entry(std::string_view answer, nlohmann::json& doc) {
   using nlohmann::json;
   // nlohmann stops at a NUL byte; no JSON text holds one.
-  if (answer.find('\0') != std::string_view::npos) return std::nullopt;
-  json j = json::parse(answer.begin(), answer.end(), nullptr, false);
-  if (!j.is_object()) return std::nullopt;
-  auto data = j.find("data");
-  if (data == j.end() || !data->is_array() || data->empty()) return std::nullopt;
+  if (answer.find('\0') != std::string_view::npos) return nullptr;
+  doc = json::parse(answer.begin(), answer.end(), nullptr, false);
+  if (!doc.is_object()) return nullptr;
+  auto data = doc.find("data");
+  if (data == doc.end() || !data->is_array() || data->empty()) return nullptr;
   const json& first = (*data)[0];
-  if (!first.is_object()) return std::nullopt;
-  auto b64 = first.find("b64_json");
-  if (b64 == first.end() || !b64->is_string()) return std::nullopt;
+  return first.is_object() ? &first : nullptr;
+}
+
+// The decoded b64_json image of an entry; nullopt when absent, not a string or bad base64.
+std::optional<std::string> decode_b64_entry(const nlohmann::json& entry) {
+  auto b64 = entry.find("b64_json");
+  if (b64 == entry.end() || !b64->is_string()) return std::nullopt;
   return base64_decode(b64->get_ref<const std::string&>());
 }
 
+}  // namespace
+
+std::optional<std::string> first_image_from_answer(std::string_view answer) {
+  nlohmann::json doc;
+  const nlohmann::json* first = first_data_entry(answer, doc);
+  if (!first) return std::nullopt;
+  return decode_b64_entry(*first);
+}
+
 bool is_images_answer(std::string_view answer) {
-  using nlohmann::json;
-  if (answer.find('\0') != std::string_view::npos) return false;
-  json j = json::parse(answer.begin(), answer.end(), nullptr, false);
-  if (!j.is_object()) return false;
-  auto data = j.find("data");
-  if (data == j.end() || !data->is_array() || data->empty() || !(*data)[0].is_object()) {
-    return false;
-  }
-  const json& first = (*data)[0];
-  if (first.contains("b64_json")) return first_image_from_answer(answer).has_value();
-  auto url = first.find("url");
-  return url != first.end() && url->is_string();
+  nlohmann::json doc;
+  const nlohmann::json* first = first_data_entry(answer, doc);
+  if (!first) return false;
+  if (first->contains("b64_json")) return decode_b64_entry(*first).has_value();
+  auto url = first->find("url");
+  return url != first->end() && url->is_string();
 }
 
 std::string sniff_image_type(std::string_view bytes) {
