@@ -298,8 +298,7 @@ StatusOr<ResultFile> TaskService::result_file(const std::string& task_id) {
     return Status::Conflict("not_done", "task " + task_id + " is " +
                                             std::string(to_string(t.status)) + ", not DONE");
   }
-  return ResultFile{results_.path_of(task_id), t.result_type.value_or("application/octet-stream"),
-                    t.result_size.value_or(0)};
+  return ResultFile{results_.path_of(task_id), t.result_type.value_or("application/octet-stream")};
 }
 
 StatusOr<Blob> TaskService::result(const std::string& task_id) {

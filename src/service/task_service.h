@@ -69,7 +69,6 @@ struct Blob {
 struct ResultFile {
   std::string path;
   std::string content_type;
-  int64_t size = 0;
 };
 
 // A file uploaded with a task (multipart), already fsynced at temp_path inside the inputs
@@ -100,6 +99,7 @@ class TaskService {
   StatusOr<Task> cancel(const std::string& task_id);
   // The stored result of a DONE task. kConflict while it is not DONE.
   StatusOr<Blob> result(const std::string& task_id);
+  // Where that result is, to stream it; the same kNotFound/kConflict as result().
   StatusOr<ResultFile> result_file(const std::string& task_id);
 
   // After this, submits get 503 shutting_down and waits return at once.

@@ -245,6 +245,14 @@ TEST_CASE("e2e faults: pools from the config file - one dead pool never blocks a
   json r = server.get("/api/v1/tasks/" + finished[0] + "/result");
   CHECK(r["path"] == "/v1/documents/parse");
   CHECK(r["echo"]["doc"] == 0);
+  // A result of many 64 KiB reads is streamed from disk whole and in order.
+  std::string big(300'000, ' ');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7 + i / 977) % 26);
+  json bd = server.post("/api/v1/tasks", json{{"type", "docs"}, {"payload", {{"doc", big}}}}.dump(), &status);
+  REQUIRE(status == 202);
+  REQUIRE(server.wait_final(bd["task_id"])["status"] == "DONE");
+  json br = server.get("/api/v1/tasks/" + bd["task_id"].get<std::string>() + "/result");
+  CHECK(br["echo"]["doc"] == big);
   for (const auto& id : video) CHECK(server.get("/api/v1/tasks/" + id)["status"] == "QUEUED");
   json names = json::array();
   json queues = server.get("/api/v1/stats/queues");
