@@ -15,6 +15,8 @@
 #include <SQLiteCpp/Database.h>
 #include <SQLiteCpp/Statement.h>
 
+#include <array>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -179,8 +181,12 @@ class TaskStore {
   Status write(bool savepoint, std::function<Status(WriteContext&)> fn);
   // Queues the op `fill` describes and blocks until its transaction is committed.
   Status write_op(const std::function<void(WriteOp&)>& fill);
-  // On the writer thread: inserts n consecutive plain-insert ops, many rows per statement.
-  void insert_run(WriteOp** ops, size_t n);
+  // On the writer thread: the batch's transaction; the error of the batch if it failed as a
+  // whole (each op's own outcome is in its result).
+  Status commit_batch(const std::vector<WriteOp*>& batch);
+  // On the writer thread: inserts the n plain-insert ops, many rows per statement. False when a
+  // statement failed: that undid the whole transaction.
+  bool insert_run(WriteOp** ops, size_t n);
   // RUNNING → `to` by one guarded UPDATE (`set_clause` binds ?2.. through `bind`; ?1 is the
   // time, ?9 the row), recording the attempt. False when the task was no longer RUNNING.
   StatusOr<bool> leave_running(int64_t seq, const Attempt& attempt, TaskState to,
@@ -195,11 +201,17 @@ class TaskStore {
   CommitListener listener_;
   std::unique_ptr<SQLite::Database> write_db_;  // used by the writer thread only
   std::unique_ptr<WriteContext> write_ctx_;     // likewise
+  std::unique_ptr<SQLite::Statement> begin_;    // likewise: BEGIN IMMEDIATE, prepared once
+  std::unique_ptr<SQLite::Statement> commit_;   // likewise: COMMIT
   std::unique_ptr<ReaderPool> readers_;
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<WriteOp*> pending_;  // guarded by mu_
+  // Futex words callers sleep on, one per transaction in turn (see WriteOp); a bell is reused
+  // every 64 transactions, which can only wake a caller early, never miss one.
+  std::array<std::atomic<uint32_t>, 64> bells_{};
+  uint64_t open_bell_ = 0;  // guarded by mu_: the bell of the ops queued now
   bool stopping_ = false;         // guarded by mu_
   bool closed_ = false;           // guarded by mu_
   std::thread writer_;

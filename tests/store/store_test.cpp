@@ -7,6 +7,7 @@
 #include <set>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "core/clock.h"
 #include "core/ids.h"
@@ -37,6 +38,39 @@ std::unique_ptr<TaskStore> open_store(const tst::TempDir& dir, const Clock& cloc
 }
 
 EmbeddedFile file(const char* name, const char* sql) { return {name, sql, std::strlen(sql)}; }
+
+// What a store's commit listener hears (on the writer thread), in order.
+struct Heard {
+  explicit Heard(TaskStore& store) {
+    store.set_commit_listener([this](const std::vector<TaskChange>& c) {
+      std::lock_guard<std::mutex> lock(mu);
+      changes.insert(changes.end(), c.begin(), c.end());
+    });
+  }
+  std::vector<TaskChange> take() {
+    std::lock_guard<std::mutex> lock(mu);
+    return std::exchange(changes, {});
+  }
+  std::mutex mu;
+  std::vector<TaskChange> changes;  // guarded by mu
+};
+
+// Each task inserted by the threads is in the store under the seq it was handed back, and no
+// seq was handed out twice. Returns the seqs.
+std::set<int64_t> check_inserted(TaskStore& store, const std::vector<std::vector<Task>>& made) {
+  std::set<int64_t> seqs;
+  for (const auto& list : made) {
+    for (const Task& t : list) {
+      CHECK(seqs.insert(t.seq).second);
+      auto got = store.get(t.task_id, false);
+      REQUIRE(got.ok());
+      REQUIRE(got->has_value());
+      CHECK((*got)->seq == t.seq);  // the seq handed back is the row's
+      CHECK((*got)->priority == t.priority);
+    }
+  }
+  return seqs;
+}
 
 }  // namespace
 
@@ -178,12 +212,7 @@ TEST_CASE("concurrent plain inserts are grouped and each gets its own row") {
   tst::TempDir dir;
   ManualClock clock;
   auto store = open_store(dir, clock);
-  std::vector<TaskChange> heard;
-  std::mutex heard_mu;
-  store->set_commit_listener([&](const std::vector<TaskChange>& c) {
-    std::lock_guard<std::mutex> lock(heard_mu);
-    heard.insert(heard.end(), c.begin(), c.end());
-  });
+  Heard heard_changes(*store);
   constexpr int kThreads = 24, kEach = 40;
   std::vector<std::vector<Task>> made(kThreads);
   std::vector<std::thread> threads;
@@ -199,18 +228,9 @@ TEST_CASE("concurrent plain inserts are grouped and each gets its own row") {
     });
   }
   for (auto& th : threads) th.join();
-  std::set<int64_t> seqs;
-  for (const auto& list : made) {
-    for (const Task& t : list) {
-      CHECK(seqs.insert(t.seq).second);
-      auto got = store->get(t.task_id, false);
-      REQUIRE(got.ok());
-      REQUIRE(got->has_value());
-      CHECK((*got)->seq == t.seq);  // the seq handed back is the row's
-      CHECK((*got)->priority == t.priority);
-    }
-  }
+  std::set<int64_t> seqs = check_inserted(*store, made);
   CHECK(seqs.size() == size_t{kThreads * kEach});
+  std::vector<TaskChange> heard = heard_changes.take();
   REQUIRE(heard.size() == size_t{kThreads * kEach});
   for (size_t i = 1; i < heard.size(); ++i) CHECK(heard[i - 1].seq < heard[i].seq);
   // A duplicate id in a group fails that insert alone.
@@ -221,6 +241,50 @@ TEST_CASE("concurrent plain inserts are grouped and each gets its own row") {
   ta.join();
   tb.join();
   CHECK(*store->count_all() == kThreads * kEach + 1);
+}
+
+TEST_CASE("a duplicate among grouped plain inserts fails alone, however the group falls") {
+  // The writer inserts new tasks many rows per statement, OR ROLLBACK; when one row fails the
+  // whole transaction is undone and redone row by row. With 16 threads inserting at once the
+  // duplicates land in groups with other rows: only the duplicates may fail.
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  Heard heard(*store);
+  Task seed = make_task(clock);
+  REQUIRE(store->insert(seed).ok());
+  heard.take();
+  constexpr int kThreads = 16, kEach = 60;
+  std::atomic<int> ok_new{0}, failed_dups{0}, wrong{0};
+  std::vector<std::vector<Task>> made(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        Task task = make_task(clock);
+        bool dup = i % 6 == t % 6;
+        if (dup) task.task_id = seed.task_id;
+        auto r = store->insert(task);
+        if (dup) {
+          (r.ok() ? wrong : failed_dups).fetch_add(1);
+        } else if (r.ok() && r->created) {
+          ok_new.fetch_add(1);
+          made[t].push_back(task);
+        } else {
+          wrong.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(wrong == 0);
+  CHECK(failed_dups == kThreads * kEach / 6);
+  CHECK(ok_new == kThreads * kEach - kThreads * kEach / 6);
+  CHECK(*store->count_all() == 1 + ok_new);
+  std::set<int64_t> seqs = check_inserted(*store, made);
+  std::vector<TaskChange> changes = heard.take();
+  REQUIRE(changes.size() == seqs.size());  // one change per row that exists, none for a failure
+  for (const TaskChange& c : changes) CHECK(seqs.count(c.seq) == 1);
 }
 
 TEST_CASE("a batch is all or nothing") {
