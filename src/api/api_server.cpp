@@ -19,6 +19,7 @@
 #include "core/embedded.h"
 #include "core/ids.h"
 #include "core/metrics.h"
+#include "core/thread_name.h"
 #include "core/time_format.h"
 
 namespace ts {
@@ -811,6 +812,8 @@ void ApiServer::install(HttpServer& server) {
   server.set_payload_max_length(std::max(I.opt.max_body, I.opt.max_upload));
 
   server.set_pre_routing_handler([impl](const Request& req, Response& res) {
+    thread_local bool named = (name_this_thread("ts-http"), true);  // once per httplib thread
+    (void)named;
     t_route = "unmatched";
     t_start = std::chrono::steady_clock::now();
     scan_headers(req);

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "core/thread_name.h"
+
 namespace ts {
 
 HealthChecker::HealthChecker(Balancer& balancer, HealthCheckOptions options, Probe probe)
@@ -17,7 +19,10 @@ HealthChecker::~HealthChecker() { stop(); }
 
 void HealthChecker::start() {
   for (size_t i = 0; i < balancer_.size(); ++i) {
-    threads_.emplace_back([this, i] { loop(i); });
+    threads_.emplace_back([this, i] {
+      name_this_thread("ts-health");
+      loop(i);
+    });
   }
 }
 

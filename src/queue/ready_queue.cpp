@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/thread_name.h"
+
 namespace ts {
 namespace {
 
@@ -28,7 +30,10 @@ void ReadyQueue::start() {
   more_in_store_ = true;
   ++spill_gen_;
   next_due_ = clock_.now_ms();  // look for due retries at once
-  feeder_ = std::thread([this] { feeder_loop(); });
+  feeder_ = std::thread([this] {
+    name_this_thread("ts-feed-" + options_.name);
+    feeder_loop();
+  });
 }
 
 void ReadyQueue::stop() {

@@ -12,6 +12,7 @@
 
 #include <unordered_map>
 
+#include "core/thread_name.h"
 #include "store/migrations.h"
 
 namespace ts {
@@ -302,8 +303,14 @@ Status TaskStore::start() {
   begin_ = std::make_unique<SQLite::Statement>(*write_db_, "BEGIN IMMEDIATE");
   commit_ = std::make_unique<SQLite::Statement>(*write_db_, "COMMIT");
   readers_ = std::make_unique<ReaderPool>(options_.path, options_.read_connections);
-  notifier_ = std::thread([this] { notifier_loop(); });
-  writer_ = std::thread([this] { writer_loop(); });
+  notifier_ = std::thread([this] {
+    name_this_thread("ts-notifier");
+    notifier_loop();
+  });
+  writer_ = std::thread([this] {
+    name_this_thread("ts-writer");
+    writer_loop();
+  });
   return Status::Ok();
 }
 

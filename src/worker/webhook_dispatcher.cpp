@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "core/thread_name.h"
 #include "core/url.h"
 
 namespace ts {
@@ -41,8 +42,14 @@ WebhookDispatcher::WebhookDispatcher(WebhookOptions options, TaskStore& store, c
 WebhookDispatcher::~WebhookDispatcher() { stop(); }
 
 void WebhookDispatcher::start() {
-  scheduler_ = std::thread([this] { scheduler_loop(); });
-  for (int i = 0; i < options_.senders; ++i) senders_.emplace_back([this] { sender_loop(); });
+  scheduler_ = std::thread([this] {
+    name_this_thread("ts-webhook");
+    scheduler_loop();
+  });
+  for (int i = 0; i < options_.senders; ++i) senders_.emplace_back([this] {
+      name_this_thread("ts-webhook-send");
+      sender_loop();
+    });
 }
 
 void WebhookDispatcher::stop() {

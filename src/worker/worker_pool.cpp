@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "backend/png.h"
+#include "core/thread_name.h"
 
 namespace ts {
 namespace {
@@ -67,8 +68,14 @@ Status WorkerPool::start() {
   queue_.start();
   checker_ = std::make_unique<HealthChecker>(balancer_, options_.health);
   checker_->start();
-  for (int i = 0; i < worker_count_; ++i) workers_.emplace_back([this] { worker_loop(); });
-  watchdog_ = std::thread([this] { watchdog_loop(); });
+  for (int i = 0; i < worker_count_; ++i) workers_.emplace_back([this] {
+      name_this_thread("ts-work-" + options_.name);
+      worker_loop();
+    });
+  watchdog_ = std::thread([this] {
+    name_this_thread("ts-watch-" + options_.name);
+    watchdog_loop();
+  });
   return Status::Ok();
 }
 
