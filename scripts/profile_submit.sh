@@ -7,25 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-6}"
-scripts/install-deps.sh bench
-BUILD_DIR="${BUILD_DIR:-build}" scripts/build.sh
-BIN="$(pwd)/${BUILD_DIR:-build}/taskserver"
-tmp=$(mktemp -d)
-server=""
-cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$tmp/data" --log-level warn \
-  --max-queued 100000000 --sync full >"$tmp/server.out" 2>"$tmp/server.err" &
-server=$!
-for _ in $(seq 600); do grep -q "listening on" "$tmp/server.out" 2>/dev/null && break; sleep 0.01; done
-url=$(sed -n 's/^listening on //p' "$tmp/server.out" | head -1)
-[ -n "$url" ] || { cat "$tmp/server.err"; echo "server did not start" >&2; exit 1; }
-cat >"$tmp/post.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = '{"type":"image","payload":{"prompt":"a red fox","n":1,"size":"512x512"}}'
-wrk.headers["Content-Type"] = "application/json"
-EOF
+# shellcheck source=scripts/load_common.sh
+. scripts/load_common.sh
+start_server "$tmp/data" --sync full
 
 # snapshot: "name ticks voluntary involuntary" per thread (ticks: utime+stime, 1/CLK_TCK s)
 snapshot() {
