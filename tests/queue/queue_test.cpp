@@ -1,8 +1,10 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "core/clock.h"
 #include "queue/channel.h"
@@ -98,6 +100,40 @@ TEST_CASE("take waits for a slot: a task leaves the queue only when it can start
   CHECK(item->seq == 1);
   q.stop();
   CHECK_FALSE(q.take(gate, 10));  // stopped: nothing more
+}
+
+TEST_CASE("offered items reach every waiting worker: a new front wakes one, each take the next") {
+  // offer() wakes a worker only for a new front; the others are woken in turn by take(). Without
+  // either, a waiting worker would sit out its whole wait with a task it could run.
+  FakeBacklog backlog;
+  ManualClock clock;
+  ReadyQueue q({"test", 8}, backlog.source(), clock);
+  q.start();
+  std::atomic<bool> slots{false};
+  auto gate = [&](const QueueItem&) { return slots.load(); };
+  constexpr int kWorkers = 3;
+  constexpr int kWaitMs = 10'000;
+  std::atomic<int> taken{0};
+  std::vector<std::thread> workers;
+  for (int i = 0; i < kWorkers; ++i) {
+    workers.emplace_back([&] {
+      if (q.take(gate, kWaitMs)) taken.fetch_add(1);
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the workers are waiting
+  q.offer({1, 5, "a", ""});
+  q.offer({2, 5, "b", ""});  // behind the front: wakes nobody
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(taken == 0);  // no slot yet
+  slots = true;
+  auto t0 = std::chrono::steady_clock::now();
+  q.offer({3, 9, "c", ""});  // the new front: one worker wakes, and passes the turn on
+  for (auto& w : workers) w.join();
+  auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(taken == kWorkers);
+  CHECK(q.size() == 0);
+  CHECK(waited < std::chrono::milliseconds(kWaitMs / 2));
+  q.stop();
 }
 
 TEST_CASE("given back items are not duplicated by the feeder") {
