@@ -8,7 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <climits>
+#include <cstdint>
 
 #include <unordered_map>
 
@@ -525,9 +525,10 @@ StatusOr<TaskStore::InsertOutcome> TaskStore::insert(Task& task) {
   return out;
 }
 
-bool TaskStore::insert_run(WriteOp** ops, size_t n) {
+bool TaskStore::insert_run(const std::vector<WriteOp*>& ops) {
   // One statement opens the table's and every index's b-tree once for up to kInsertChunk rows,
   // instead of once per row: most of an insert's cost on this path.
+  const size_t n = ops.size();
   for (size_t at = 0; at < n; at += kInsertChunk) {
     size_t k = std::min(kInsertChunk, n - at);
     try {
@@ -562,10 +563,17 @@ Status TaskStore::commit_batch(const std::vector<WriteOp*>& batch) {
   write_ctx_->changes.clear();
   std::vector<WriteOp*> inserts, others;
   for (WriteOp* op : batch) (op->plain_insert ? inserts : others).push_back(op);
+  // After SQLITE_FULL, IOERR or NOMEM, SQLite may have undone the whole transaction itself; the
+  // writes after it would then commit one by one while the batch is reported failed. Such an
+  // error fails the batch instead of only its op.
+  auto op_failed = [&](const SQLite::Exception& e) {
+    if (sqlite3_get_autocommit(write_db_->getHandle())) throw;
+    return sql_error(e);
+  };
   try {
     begin_->exec();
     begin_->reset();
-    if (!inserts.empty() && !insert_run(inserts.data(), inserts.size())) {
+    if (!inserts.empty() && !insert_run(inserts)) {
       write_db_->tryExec("ROLLBACK");
       write_ctx_->changes.clear();
       begin_->exec();
@@ -575,7 +583,7 @@ Status TaskStore::commit_batch(const std::vector<WriteOp*>& batch) {
           insert_one(*write_ctx_, write_ctx_->changes, *op->plain_insert);
           op->result = Status::Ok();
         } catch (const SQLite::Exception& e) {
-          op->result = sql_error(e);
+          op->result = op_failed(e);
         }
       }
     }
@@ -584,7 +592,7 @@ Status TaskStore::commit_batch(const std::vector<WriteOp*>& batch) {
       try {
         op->result = op->fn(*write_ctx_);
       } catch (const SQLite::Exception& e) {
-        op->result = sql_error(e);
+        op->result = op_failed(e);
       } catch (const std::exception& e) {
         op->result = Status::Internal(std::string("store: ") + e.what());
       }

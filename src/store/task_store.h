@@ -184,9 +184,9 @@ class TaskStore {
   // On the writer thread: the batch's transaction; the error of the batch if it failed as a
   // whole (each op's own outcome is in its result).
   Status commit_batch(const std::vector<WriteOp*>& batch);
-  // On the writer thread: inserts the n plain-insert ops, many rows per statement. False when a
+  // On the writer thread: inserts the plain-insert ops, many rows per statement. False when a
   // statement failed: that undid the whole transaction.
-  bool insert_run(WriteOp** ops, size_t n);
+  bool insert_run(const std::vector<WriteOp*>& ops);
   // RUNNING → `to` by one guarded UPDATE (`set_clause` binds ?2.. through `bind`; ?1 is the
   // time, ?9 the row), recording the attempt. False when the task was no longer RUNNING.
   StatusOr<bool> leave_running(int64_t seq, const Attempt& attempt, TaskState to,
