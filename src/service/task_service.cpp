@@ -160,6 +160,25 @@ StatusOr<SubmitOutcome> TaskService::submit(NewTask request, std::optional<Uploa
   return SubmitOutcome{std::move(**existing), false};
 }
 
+Status TaskService::submit_nowait(NewTask request,
+                                  const std::function<void(const Task&)>& accepted,
+                                  std::function<void(const Status&)> committed) {
+  if (request.idempotency_key) return Status::Internal("submit_nowait takes no idempotency key");
+  if (shutting_down()) return shutting_down_status();
+  auto built = build_task(request, clock_.now_ms());
+  if (!built.ok()) return built.status();
+  if (!pools_.try_reserve(built->type)) return backlog_full(built->type);
+  accepted(*built);
+  std::string type = built->type;
+  store_.insert_async(std::move(*built),
+                      [this, type = std::move(type), committed = std::move(committed)](
+                          const Status& st) {
+                        pools_.unreserve(type);
+                        committed(st);
+                      });
+  return Status::Ok();
+}
+
 StatusOr<std::vector<SubmitOutcome>> TaskService::submit_batch(std::vector<NewTask> requests) {
   if (shutting_down()) return shutting_down_status();
   int64_t now = clock_.now_ms();

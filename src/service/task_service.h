@@ -8,6 +8,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -91,6 +92,13 @@ class TaskService {
   void on_commit(const std::vector<TaskChange>& changes);
 
   StatusOr<SubmitOutcome> submit(NewTask request, std::optional<Upload> upload = std::nullopt);
+  // submit for a request without idempotency key or upload, without waiting for the commit: the
+  // same checks and admission, then `accepted(task)` on this thread with the task as it will be
+  // stored, then its insert. `committed` is called once with the insert's outcome, on the store's
+  // notifier thread (so it must not block). A refusal before the insert is returned, and then
+  // neither is called.
+  Status submit_nowait(NewTask request, const std::function<void(const Task&)>& accepted,
+                       std::function<void(const Status&)> committed);
   StatusOr<std::vector<SubmitOutcome>> submit_batch(std::vector<NewTask> requests);
   // wait > 0 holds the call until the task is final or the wait is over.
   StatusOr<TaskView> get(const std::string& task_id, std::chrono::milliseconds wait);

@@ -212,6 +212,10 @@ struct TaskStore::WriteOp {
   Status result;                      // written by the writer before `done`
   std::atomic<uint32_t> done{0};      // 1 once committed (or failed)
   std::atomic<uint32_t>* bell = nullptr;  // set when queued; lives in the store
+  // An insert nobody waits for (insert_async): the notifier calls on_done instead of ringing a
+  // bell, then deletes the op, which owns its task.
+  std::function<void(const Status&)> on_done;
+  std::unique_ptr<Task> owned_task;
 
   void wait() {
     for (;;) {
@@ -370,6 +374,24 @@ Status TaskStore::write_op(const std::function<void(WriteOp&)>& fill) {
   return op.result;
 }
 
+void TaskStore::insert_async(Task task, std::function<void(const Status&)> done) {
+  auto op = std::make_unique<WriteOp>();
+  op->owned_task = std::make_unique<Task>(std::move(task));
+  op->plain_insert = op->owned_task.get();
+  op->on_done = std::move(done);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      bool was_idle = pending_.empty();
+      pending_.push_back(op.get());
+      op.release();  // the notifier deletes it
+      if (was_idle) cv_.notify_one();
+      return;
+    }
+  }
+  op->on_done(Status::Unavailable("shutting_down", "the task store is closed"));
+}
+
 void TaskStore::writer_loop() {
   std::vector<WriteOp*> batch;
   for (;;) {
@@ -403,6 +425,7 @@ void TaskStore::writer_loop() {
 void TaskStore::notifier_loop() {
   std::vector<WriteOp*> ops;
   std::vector<std::atomic<uint32_t>*> bells;
+  std::vector<WriteOp*> unwaited;  // insert_async's
   std::unique_lock<std::mutex> lock(notify_mu_);
   for (;;) {
     notify_cv_.wait(lock, [&] { return !to_notify_.empty() || notifier_stop_; });
@@ -410,6 +433,10 @@ void TaskStore::notifier_loop() {
     ops.swap(to_notify_);
     lock.unlock();
     for (WriteOp* op : ops) {
+      if (op->on_done) {
+        unwaited.push_back(op);
+        continue;
+      }
       // The caller may return, and its op go out of scope, once `done` is set: read first.
       std::atomic<uint32_t>* bell = op->bell;
       if (std::find(bells.begin(), bells.end(), bell) == bells.end()) bells.push_back(bell);
@@ -419,8 +446,13 @@ void TaskStore::notifier_loop() {
       bell->fetch_add(1, std::memory_order_release);
       futex_wake_all(bell);
     }
+    for (WriteOp* op : unwaited) {
+      op->on_done(op->result);
+      delete op;
+    }
     ops.clear();
     bells.clear();
+    unwaited.clear();
     lock.lock();
   }
 }

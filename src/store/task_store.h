@@ -105,6 +105,11 @@ class TaskStore {
   // Inserts a QUEUED task; sets task.seq. A repeated idempotency key creates nothing and names
   // the first task.
   StatusOr<InsertOutcome> insert(Task& task);
+  // The insert of a task without idempotency key, without waiting for it: `done` is called once
+  // with the outcome, on the store's notifier thread once the transaction is durable (or failed),
+  // or on this thread when the store is closed. `done` must not block: every caller of the
+  // store waits behind it.
+  void insert_async(Task task, std::function<void(const Status&)> done);
   // All or nothing: on failure of one, none is written and the Status names its index.
   StatusOr<std::vector<InsertOutcome>> insert_batch(std::vector<Task>& tasks);
 
