@@ -258,6 +258,7 @@ int serve(ServeConfig cfg, bool demo) {
   HttpServerOptions ho;
   ho.threads = cfg.http_threads;
   ho.read_timeout_s = cfg.read_timeout_s;
+  ho.thread_name = "ts-http";
   HttpServer http(ho);
   ApiOptions ao;
   ao.max_body = static_cast<size_t>(cfg.max_body);

@@ -19,7 +19,6 @@
 #include "core/embedded.h"
 #include "core/ids.h"
 #include "core/metrics.h"
-#include "core/thread_name.h"
 #include "core/time_format.h"
 
 namespace ts {
@@ -33,6 +32,8 @@ using httplib::Response;
 // read by the logger, all on the thread that serves the request.
 thread_local const char* t_route = "unmatched";
 thread_local std::chrono::steady_clock::time_point t_start;
+// The request's answer is held back (submit_deferred): the logger leaves it to the completion.
+thread_local bool t_deferred = false;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -381,7 +382,87 @@ struct ApiServer::Impl {
     if (!task.ok()) return send_error(res, task.status());
     st = apply_idempotency_header(*task, idempotency_header());
     if (!st.ok()) return send_error(res, st);
-    reply_submit(res, svc.submit(std::move(*task)));
+    submit_task(std::move(*task), res);
+  }
+
+  // A submit without idempotency key: the 202 is written now and held back until the insert is
+  // durable, and this thread serves other requests meanwhile instead of sleeping on the commit.
+  // A failed insert is answered with its error instead (and the connection closed). The request
+  // is counted in the metrics when its answer is known, not when the handler returns.
+  void submit_deferred(NewTask task, Response& res) {
+    struct Pending {
+      DeferredCompletion done;
+      CounterFamily::Cell* submitted = nullptr;
+      const char* route = nullptr;
+      std::chrono::steady_clock::time_point start;
+    };
+    auto p = std::make_shared<Pending>();
+    p->done = defer_response();
+    if (!p->done) return reply_submit(res, svc.submit(std::move(task)));
+    p->route = t_route;
+    p->start = t_start;
+    t_deferred = true;
+    Status st = svc.submit_nowait(
+        std::move(task),
+        [&](const Task& t) {
+          p->submitted = &submitted_cell(t.type);
+          res.set_header("Location", "/api/v1/tasks/" + t.task_id);
+          send_text_json(res, 202, task_json(t, false));
+        },
+        [this, p](const Status& committed) {
+          int status = committed.ok() ? 202 : http_status(committed.code());
+          count_request(p->route, "POST", status, p->start);
+          if (committed.ok()) {
+            p->submitted->inc();
+            return p->done(nullptr);
+          }
+          ReplacementReply instead{status, error_body(committed)};
+          p->done(&instead);
+        });
+    if (st.ok()) return;
+    // Refused before the insert (backlog full, shutting down, invalid): answered at once.
+    send_error(res, st);
+    count_request(p->route, "POST", res.status, p->start);
+    p->done(nullptr);
+  }
+
+  // http_requests_total and http_request_duration_seconds for one answered request. Each thread
+  // remembers its cells, so the hot path neither allocates nor locks.
+  void count_request(const char* route, const std::string& method, int status,
+                     std::chrono::steady_clock::time_point start) {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    struct Key {
+      const char* route;
+      std::string method;
+      int code;
+      CounterFamily::Cell* cell;
+    };
+    thread_local std::vector<Key> counters;
+    thread_local std::vector<std::pair<const char*, HistogramFamily::Series*>> latencies;
+    CounterFamily::Cell* cell = nullptr;
+    for (const Key& k : counters) {
+      if (k.route == route && k.code == status && k.method == method) cell = k.cell;
+    }
+    if (!cell) {
+      cell = &metrics.http_requests.cell({method, route, std::to_string(status)});
+      counters.push_back({route, method, status, cell});
+    }
+    cell->inc();
+    HistogramFamily::Series* series = nullptr;
+    for (const auto& [r, s] : latencies) {
+      if (r == route) series = s;
+    }
+    if (!series) {
+      series = &metrics.http_duration.series({route});
+      latencies.emplace_back(route, series);
+    }
+    series->observe(secs);
+  }
+
+  // A JSON submit: held back for its commit (above) when it has no idempotency key.
+  void submit_task(NewTask task, Response& res) {
+    if (!task.idempotency_key && can_defer_response()) return submit_deferred(std::move(task), res);
+    reply_submit(res, svc.submit(std::move(task)));
   }
 
   // POST /api/v1/audio/async: multipart `file` (+ optional `task` JSON, + form fields that go
@@ -434,7 +515,7 @@ struct ApiServer::Impl {
     if (!task.ok()) return send_error(res, task.status());
     st = apply_idempotency_header(*task, idempotency_header());
     if (!st.ok()) return send_error(res, st);
-    reply_submit(res, svc.submit(std::move(*task)));
+    submit_task(std::move(*task), res);
   }
 
   void submit_batch(const Request&, Response& res, const httplib::ContentReader& reader) {
@@ -812,8 +893,6 @@ void ApiServer::install(HttpServer& server) {
   server.set_payload_max_length(std::max(I.opt.max_body, I.opt.max_upload));
 
   server.set_pre_routing_handler([impl](const Request& req, Response& res) {
-    thread_local bool named = (name_this_thread("ts-http"), true);  // once per httplib thread
-    (void)named;
     t_route = "unmatched";
     t_start = std::chrono::steady_clock::now();
     scan_headers(req);
@@ -904,34 +983,11 @@ void ApiServer::install(HttpServer& server) {
   });
 
   server.set_logger([impl](const Request& req, const Response& res) {
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    // Each HTTP thread remembers its cells, so the hot path neither allocates nor locks.
-    struct Key {
-      const char* route;
-      std::string method;
-      int code;
-      CounterFamily::Cell* cell;
-    };
-    thread_local std::vector<Key> counters;
-    thread_local std::vector<std::pair<const char*, HistogramFamily::Series*>> latencies;
-    CounterFamily::Cell* cell = nullptr;
-    for (const Key& k : counters) {
-      if (k.route == t_route && k.code == res.status && k.method == req.method) cell = k.cell;
+    if (t_deferred) {  // counted when its answer is sent
+      t_deferred = false;
+      return;
     }
-    if (!cell) {
-      cell = &impl->metrics.http_requests.cell({req.method, t_route, std::to_string(res.status)});
-      counters.push_back({t_route, req.method, res.status, cell});
-    }
-    cell->inc();
-    HistogramFamily::Series* series = nullptr;
-    for (const auto& [route, s] : latencies) {
-      if (route == t_route) series = s;
-    }
-    if (!series) {
-      series = &impl->metrics.http_duration.series({t_route});
-      latencies.emplace_back(t_route, series);
-    }
-    series->observe(secs);
+    impl->count_request(t_route, req.method, res.status, t_start);
   });
 
   using H = std::function<void(const Request&, Response&)>;

@@ -216,6 +216,7 @@ void MockBackend::install_routes() {
 int MockBackend::start(std::string* error) {
   HttpServerOptions http;
   http.threads = options_.threads;
+  http.thread_name = "ts-mock";
   server_ = std::make_unique<HttpServer>(http);
   install_routes();
   port_ = server_->bind(options_.host, options_.port, error);
