@@ -217,6 +217,7 @@ int MockBackend::start(std::string* error) {
   HttpServerOptions http;
   http.threads = options_.threads;
   http.thread_name = "ts-mock";
+  http.active_threads = options_.threads;  // its handlers sleep (latency): all take requests
   server_ = std::make_unique<HttpServer>(http);
   install_routes();
   port_ = server_->bind(options_.host, options_.port, error);

@@ -24,6 +24,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/blocking.h"
 #include "core/thread_name.h"
 
 namespace ts {
@@ -242,6 +243,13 @@ thread_local HttpServer::Loop* t_loop = nullptr;
 // The epoll set, the serving threads and the connection registry of one serve() call. httplib's
 // accept loop creates it as its "task queue" and calls shutdown() when stop() ends the loop.
 class HttpServer::Loop final : public httplib::TaskQueue {
+  // One per serving thread.
+  struct Slot {
+    Loop* loop = nullptr;
+    std::atomic<int64_t> serving_since{0};  // ms, 0 while not serving
+    bool stuck = false;                      // lent its turn; guarded by turns_mu_
+  };
+
  public:
   explicit Loop(HttpServer& server)
       : server_(server),
@@ -252,10 +260,24 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     ev.events = EPOLLIN;  // level-triggered: once written, it wakes every thread for good
     ev.data.u64 = 0;
     ::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
-    for (int i = 0; i < std::max(1, opt_.threads); ++i) {
-      threads_.emplace_back([this] {
+    const int n = std::max(1, opt_.threads);
+    int active = opt_.active_threads > 0
+                     ? opt_.active_threads
+                     : 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    turns_ = std::min(active, n);
+    slots_ = std::make_unique<Slot[]>(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      slots_[i].loop = this;
+      threads_.emplace_back([this, i] {
         name_this_thread(opt_.thread_name);
-        run();
+        t_blocking_notice = {&Loop::lend_turn, &slots_[i]};
+        run(slots_[i]);
+      });
+    }
+    if (turns_ < n) {
+      watchdog_ = std::thread([this] {
+        name_this_thread(opt_.thread_name + "-wd");
+        watch();
       });
     }
   }
@@ -273,7 +295,13 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     uint64_t one = 1;
     ssize_t ignored = ::write(wake_fd_, &one, sizeof one);
     (void)ignored;
+    {
+      std::lock_guard<std::mutex> lock(turns_mu_);  // no waiter between its check and its wait
+    }
+    turns_cv_.notify_all();
+    watch_cv_.notify_all();
     for (auto& t : threads_) t.join();
+    if (watchdog_.joinable()) watchdog_.join();
     {
       // A deferred response still on its way is sent, then its connection closed.
       std::unique_lock<std::mutex> lock(inflight_mu_);
@@ -353,15 +381,79 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   int read_ms() const { return opt_.read_timeout_s * 1000; }
   int write_ms() const { return opt_.write_timeout_s * 1000; }
 
-  void run() {
+  // A serving thread. Only `turns_` threads wait for requests at once (the takers); the others
+  // are parked. Every thread waiting in epoll_wait is woken for a new request even when a busy
+  // one would take it a moment later, so with one waiter per connection most requests cost a
+  // wake-up; a few takers on a busy server mostly find the next request ready. A taker stuck in
+  // a slow request (an SSE stream, a long-poll) is given a replacement by the watchdog.
+  void run(Slot& me) {
     epoll_event ev{};
     for (;;) {
-      int n = ::epoll_wait(epfd_, &ev, 1, 1000);
-      if (stopping_.load()) return;
-      if (n == 1 && ev.data.u64 != 0) {
-        if (std::shared_ptr<Conn> c = take(ev.data.u64)) serve(c);
+      {
+        std::unique_lock<std::mutex> lock(turns_mu_);
+        turns_cv_.wait(lock, [&] { return takers_ < turns_ || stopping_.load(); });
+        if (stopping_.load()) return;
+        ++takers_;
       }
-      maybe_sweep();
+      for (bool taker = true; taker;) {
+        int n = ::epoll_wait(epfd_, &ev, 1, 1000);
+        if (stopping_.load()) return;
+        bool served = false;
+        if (n == 1 && ev.data.u64 != 0) {
+          if (std::shared_ptr<Conn> c = take(ev.data.u64)) {
+            me.serving_since.store(now_ms());
+            serve(c);
+            served = true;
+          }
+        }
+        {
+          std::lock_guard<std::mutex> lock(turns_mu_);
+          if (served) {
+            me.serving_since.store(0);
+            if (me.stuck) {  // its replacement keeps the turn
+              me.stuck = false;
+              --turns_;
+            }
+          }
+          if (takers_ > turns_) {
+            --takers_;
+            taker = false;
+          }
+        }
+        maybe_sweep();
+      }
+    }
+  }
+
+  // about_to_block() on a serving thread: it lends its turn to a parked thread until its request
+  // is done (the watchdog does the same for a request that blocks without saying so).
+  static void lend_turn(void* ctx) {
+    Slot& me = *static_cast<Slot*>(ctx);
+    Loop& loop = *me.loop;
+    std::lock_guard<std::mutex> lock(loop.turns_mu_);
+    if (me.serving_since.load() == 0 || me.stuck) return;
+    me.stuck = true;
+    ++loop.turns_;
+    loop.turns_cv_.notify_one();
+  }
+
+  // Every few milliseconds: a taker serving one request for longer than kStuckMs lends its turn
+  // to a parked thread until it is done.
+  void watch() {
+    constexpr int64_t kStuckMs = 10;
+    std::unique_lock<std::mutex> lock(turns_mu_);
+    while (!stopping_.load()) {
+      watch_cv_.wait_for(lock, std::chrono::milliseconds(5));
+      int64_t now = now_ms();
+      for (int i = 0; i < std::max(1, opt_.threads); ++i) {
+        Slot& s = slots_[i];
+        int64_t since = s.serving_since.load();
+        if (since != 0 && !s.stuck && now - since >= kStuckMs) {
+          s.stuck = true;
+          ++turns_;
+          turns_cv_.notify_one();
+        }
+      }
     }
   }
 
@@ -535,8 +627,16 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   const HttpServerOptions& opt_;
   const int epfd_;
   const int wake_fd_;
+  std::unique_ptr<Slot[]> slots_;
   std::vector<std::thread> threads_;
+  std::thread watchdog_;
   std::atomic<bool> stopping_{false};
+
+  std::mutex turns_mu_;
+  std::condition_variable turns_cv_;  // a turn is free (parked threads wait here)
+  std::condition_variable watch_cv_;  // stop, for the watchdog
+  int turns_ = 0;                     // threads that may take requests; guarded by turns_mu_
+  int takers_ = 0;                    // threads holding a turn; guarded by turns_mu_
   std::atomic<int64_t> last_sweep_ms_{0};
 
   std::mutex mu_;

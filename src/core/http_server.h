@@ -27,6 +27,9 @@ namespace ts {
 
 struct HttpServerOptions {
   int threads = 64;  // serve requests; a streaming response (SSE) holds one while it lasts
+  // Of those, how many wait for new requests at once (0: twice the cores); the rest are parked
+  // and lent out when one is stuck in a slow request for 10 ms.
+  int active_threads = 0;
   int backlog = 1024;
   int keep_alive_max_count = 10000;
   int keep_alive_timeout_s = 5;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/blocking.h"
+
 namespace ts {
 
 void EventHub::publish(const std::vector<TaskChange>& changes) {
@@ -46,6 +48,7 @@ std::vector<TaskEvent> EventHub::wait_after(uint64_t* cursor, std::chrono::milli
     if (!out.empty() || closed_) break;
     // Nothing of interest yet: skip what was scanned and wait for more.
     if (!ring_.empty()) after = std::max(after, ring_.back().id);
+    about_to_block();
     if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) break;
   }
   if (!ring_.empty()) after = std::max(after, ring_.back().id);

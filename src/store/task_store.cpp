@@ -12,6 +12,7 @@
 
 #include <unordered_map>
 
+#include "core/blocking.h"
 #include "core/thread_name.h"
 #include "store/migrations.h"
 
@@ -370,6 +371,7 @@ Status TaskStore::write_op(const std::function<void(WriteOp&)>& fill) {
     pending_.push_back(&op);
     if (was_idle) cv_.notify_one();
   }
+  about_to_block();
   op.wait();
   return op.result;
 }

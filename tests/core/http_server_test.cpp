@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "core/blocking.h"
 #include "core/http_server.h"
 
 using namespace ts;
@@ -77,6 +78,7 @@ struct Fixture {
   std::deque<DeferredCompletion> held;  // guarded by mu
   std::atomic<int> deferred{0};
   std::atomic<bool> refused{false};  // /later could not defer
+  std::atomic<int> slow_started{0};
 
   explicit Fixture(HttpServerOptions o) : server(o) {
     server.Get("/now", [](const httplib::Request&, httplib::Response& res) {
@@ -91,6 +93,18 @@ struct Fixture {
       std::lock_guard<std::mutex> lock(mu);
       held.push_back(std::move(done));
       ++deferred;
+    });
+    // Slow, saying so (about_to_block) or not: other requests must not wait behind them.
+    server.Get("/slow", [this](const httplib::Request&, httplib::Response& res) {
+      ++slow_started;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+      res.set_content("slow", "text/plain");
+    });
+    server.Get("/blocking", [this](const httplib::Request&, httplib::Response& res) {
+      ++slow_started;
+      about_to_block();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+      res.set_content("blocking", "text/plain");
     });
     // Completed before the handler returns.
     server.Get("/at-once", [](const httplib::Request&, httplib::Response& res) {
@@ -248,4 +262,26 @@ TEST_CASE("a completion called inside its handler, or dropped uncalled, still an
   CHECK(got.rfind("HTTP/1.1 500 ", 0) == 0);  // never the 200 the handler left
   CHECK(got.find("dropped") == std::string::npos);
   CHECK(closed);
+}
+
+TEST_CASE("a thread stuck in a slow request lends its turn: others are served meanwhile") {
+  for (const char* path : {"/slow", "/blocking"}) {
+    CAPTURE(path);
+    HttpServerOptions o;
+    o.threads = 4;
+    o.active_threads = 1;  // one thread takes requests; the others wait for a lent turn
+    Fixture f(o);
+    RawClient slow(f.port);
+    slow.send(get(path));
+    for (int i = 0; i < 2000 && f.slow_started.load() == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    REQUIRE(f.slow_started.load() == 1);
+    RawClient other(f.port);
+    other.send(get("/now"));
+    CHECK(RawClient::count(other.read_responses(1, 1500), "HTTP/1.1 200") == 1);
+    // Answered while the slow one still runs.
+    CHECK(RawClient::count(slow.read_responses(1, 0), "HTTP/1.1 ") == 0);
+    CHECK(RawClient::count(slow.read_responses(1, 5000), "HTTP/1.1 200") == 1);
+  }
 }
