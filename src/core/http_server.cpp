@@ -611,9 +611,10 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     std::vector<uint64_t> closed;
     for (auto& c : all) {
       std::lock_guard<std::mutex> lock(c->mu);
+      if (c->state != ConnState::kIdle) continue;  // owned by a thread: not ours to read
       // One still being sent a response waits for its client up to the write timeout instead.
       int64_t allowed = c->out.empty() ? limit : static_cast<int64_t>(write_ms());
-      if (c->state == ConnState::kIdle && now - c->idle_since_ms > allowed) {
+      if (now - c->idle_since_ms > allowed) {
         close_fd_locked(*c);
         closed.push_back(c->id);
       }
