@@ -41,7 +41,7 @@ declare -A R
 for sync in full normal; do
   start_server "$tmp/data-$sync" --sync "$sync"
   wrk -t2 -c64 -d2s "$url/health" >/dev/null  # warm-up
-  read -r h_rate h50 h99 _ <<<"$(wrk_run -t2 -c64 -d"${SECS}s" "$url/health")"
+  read -r h_rate _ _ _ <<<"$(wrk_run -t2 -c64 -d"${SECS}s" "$url/health")"
   read -r s_rate s50 s99 s_bad <<<"$(wrk_run -t2 -c64 -d"${SECS}s" -s "$tmp/post.lua" "$url/api/v1/tasks")"
   R[$sync]="$h_rate $s_rate $s50 $s99 $s_bad"
   echo "sync=$sync: GET /health ${h_rate}/s; submits ${s_rate}/s p50 ${s50} ms p99 ${s99} ms (non-2xx: $s_bad)"
@@ -85,7 +85,7 @@ in_memory=$(curl -s "$url/api/v1/stats/queues" | jq '.queues[] | select(.pool=="
 code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST "$url/api/v1/image/async" -d '{"prompt":"on top"}')
 pos=$(curl -s "$url/api/v1/tasks?limit=1" | jq -r '.tasks[0].task_id' | xargs -I{} curl -s "$url/api/v1/tasks/{}" | jq .queue_position)
 # A submit burst on top of the backlog: the store is big, the path is the same.
-read -r b_rate b50 b99 _ <<<"$(wrk_run -t2 -c64 -d"$(( SECS / 2 > 2 ? SECS / 2 : 2 ))s" -s "$tmp/post.lua" "$url/api/v1/tasks")"
+read -r b_rate _ b99 _ <<<"$(wrk_run -t2 -c64 -d"$(( SECS / 2 > 2 ? SECS / 2 : 2 ))s" -s "$tmp/post.lua" "$url/api/v1/tasks")"
 rss_after=$(rss_kb)
 stop_server
 
@@ -99,9 +99,9 @@ cat <<EOF
 | measure                                   | value |
 |-------------------------------------------|-------|
 | GET /health (sync=full run)               | ${h_full} req/s |
-| durable submits, --sync full              | ${s_full} req/s (p50 ${s50_full} ms, p99 ${s99_full} ms) |
+| durable submits, --sync full              | ${s_full} req/s (p50 ${s50_full} ms, p99 ${s99_full} ms; non-2xx ${bad_full}) |
 | ratio to GET /health of the same run      | ${ratio} |
-| submits, --sync normal                    | ${s_norm} req/s (p50 ${s50_norm} ms, p99 ${s99_norm} ms; /health ${h_norm}) |
+| submits, --sync normal                    | ${s_norm} req/s (p50 ${s50_norm} ms, p99 ${s99_norm} ms; non-2xx ${bad_norm}; /health ${h_norm}) |
 | --sync full at half load (${half_target}/s target) | ${half_rate} req/s, p50 ${half50} ms, p99 ${half99} ms |
 | start-up, empty store                     | ${empty_startup} ms |
 | start-up, 1,000,000 queued                | ${big_startup} ms |

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: its variables are read by the sourcing script
 # Sourced by the load scripts (bench.sh, profile_submit.sh): installs wrk and friends, builds,
 # and gives them $BIN, a temp dir $tmp removed on exit, start_server/stop_server and
 # $tmp/post.lua, the durable submit wrk sends. Every server listens on 127.0.0.1 only.
