@@ -360,17 +360,24 @@ Status TaskStore::write(bool savepoint, std::function<Status(WriteContext&)> fn)
   });
 }
 
+namespace {
+Status store_closed() { return Status::Unavailable("shutting_down", "the task store is closed"); }
+}  // namespace
+
+bool TaskStore::queue(WriteOp* op) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return false;
+  bool was_idle = pending_.empty();
+  op->bell = &bells_[open_bell_ % bells_.size()];
+  pending_.push_back(op);
+  if (was_idle) cv_.notify_one();
+  return true;
+}
+
 Status TaskStore::write_op(const std::function<void(WriteOp&)>& fill) {
   WriteOp op;
   fill(op);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return Status::Unavailable("shutting_down", "the task store is closed");
-    bool was_idle = pending_.empty();
-    op.bell = &bells_[open_bell_ % bells_.size()];
-    pending_.push_back(&op);
-    if (was_idle) cv_.notify_one();
-  }
+  if (!queue(&op)) return store_closed();
   about_to_block();
   op.wait();
   return op.result;
@@ -381,17 +388,8 @@ void TaskStore::insert_async(Task task, std::function<void(const Status&)> done)
   op->owned_task = std::make_unique<Task>(std::move(task));
   op->plain_insert = op->owned_task.get();
   op->on_done = std::move(done);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
-      bool was_idle = pending_.empty();
-      pending_.push_back(op.get());
-      op.release();  // the notifier deletes it
-      if (was_idle) cv_.notify_one();
-      return;
-    }
-  }
-  op->on_done(Status::Unavailable("shutting_down", "the task store is closed"));
+  if (!queue(op.get())) return op->on_done(store_closed());
+  op.release();  // the notifier deletes it
 }
 
 void TaskStore::writer_loop() {

@@ -186,6 +186,8 @@ class TaskStore {
   Status write(bool savepoint, std::function<Status(WriteContext&)> fn);
   // Queues the op `fill` describes and blocks until its transaction is committed.
   Status write_op(const std::function<void(WriteOp&)>& fill);
+  // Hands an op to the writer; false when the store is closed (the op is not taken).
+  bool queue(WriteOp* op);
   // On the writer thread: the batch's transaction; the error of the batch if it failed as a
   // whole (each op's own outcome is in its result).
   Status commit_batch(const std::vector<WriteOp*>& batch);
