@@ -3,6 +3,7 @@
 #include <SQLiteCpp/Database.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <set>
 #include <cstring>
@@ -285,6 +286,72 @@ TEST_CASE("a duplicate among grouped plain inserts fails alone, however the grou
   std::vector<TaskChange> changes = heard.take();
   REQUIRE(changes.size() == seqs.size());  // one change per row that exists, none for a failure
   for (const TaskChange& c : changes) CHECK(seqs.count(c.seq) == 1);
+}
+
+TEST_CASE("insert_async: the callback hears the outcome once the row is committed") {
+  tst::TempDir dir;
+  ManualClock clock;
+  auto store = open_store(dir, clock);
+  Task seed = make_task(clock);
+  REQUIRE(store->insert(seed).ok());
+
+  // Each callback runs once, on the notifier, after its transaction: the row is there (or, for
+  // the duplicate, the failure is reported and nothing changed).
+  std::mutex mu;
+  std::vector<std::pair<std::string, Status>> heard;  // guarded by mu
+  std::atomic<int> calls{0}, visible_when_told{0};
+  auto record = [&](const std::string& id) {
+    return [&, id](const Status& st) {
+      auto now = store->get(id, false);  // a reader sees committed rows only
+      if (now.ok() && now->has_value()) ++visible_when_told;
+      std::lock_guard<std::mutex> lock(mu);
+      heard.emplace_back(id, st);
+      ++calls;
+    };
+  };
+  std::vector<std::string> fresh;
+  for (int i = 0; i < 20; ++i) {
+    Task t = make_task(clock);
+    fresh.push_back(t.task_id);
+    store->insert_async(std::move(t), record(fresh.back()));
+  }
+  Task dup = make_task(clock);
+  dup.task_id = seed.task_id;
+  dup.payload = R"({"prompt":"not the seed's"})";
+  store->insert_async(std::move(dup), record("dup"));
+  for (int i = 0; i < 1000 && calls.load() < 21; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  REQUIRE(calls.load() == 21);
+  CHECK(visible_when_told.load() == 20);  // every fresh row was readable when its caller was told
+  std::lock_guard<std::mutex> lock(mu);
+  for (const auto& [id, st] : heard) {
+    CAPTURE(id);
+    if (id == "dup") {
+      CHECK_FALSE(st.ok());
+      continue;
+    }
+    CHECK(st.ok());
+    auto got = store->get(id, false);
+    REQUIRE(got.ok());
+    CHECK(got->has_value());
+  }
+  CHECK(*store->count_all() == 21);
+  auto kept = store->get(seed.task_id, false);
+  REQUIRE(kept.ok());
+  REQUIRE(kept->has_value());
+  CHECK((*kept)->payload == seed.payload);  // the failed duplicate changed nothing
+
+  // A closed store answers at once, on the calling thread.
+  store->close();
+  bool answered = false;
+  Status closed;
+  store->insert_async(make_task(clock), [&](const Status& st) {
+    answered = true;
+    closed = st;
+  });
+  CHECK(answered);
+  CHECK(closed.code() == Code::kUnavailable);
 }
 
 TEST_CASE("a batch is all or nothing") {
