@@ -80,9 +80,14 @@ bool wait_for(int fd, short events, int timeout_ms) {
   }
 }
 
-// Sends all of c.out, waiting up to timeout_ms each time the socket is full.
-bool flush(Conn& c, int timeout_ms) {
+enum class Sent { kAll, kWouldBlock, kFailed };
+
+// Sends what it can of c.out and drops what went. wait_ms < 0: returns kWouldBlock once the
+// socket is full; otherwise waits up to wait_ms each time it is. A failure drops the rest and
+// marks the connection.
+Sent send_out(Conn& c, int wait_ms) {
   size_t sent = 0;
+  Sent result = Sent::kAll;
   while (sent < c.out.size()) {
     ssize_t n = ::send(c.fd, c.out.data() + sent, c.out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
@@ -90,16 +95,22 @@ bool flush(Conn& c, int timeout_ms) {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_for(c.fd, POLLOUT, timeout_ms)) {
-      continue;
+    bool full = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    if (full && wait_ms < 0) {
+      result = Sent::kWouldBlock;
+      break;
     }
+    if (full && wait_for(c.fd, POLLOUT, wait_ms)) continue;
     c.write_failed = true;
-    c.out.clear();
-    return false;
+    sent = c.out.size();
+    result = Sent::kFailed;
   }
-  c.out.clear();
-  return true;
+  c.out.erase(0, sent);
+  return result;
 }
+
+// Sends all of c.out, waiting up to timeout_ms each time the socket is full.
+bool flush(Conn& c, int timeout_ms) { return send_out(c, timeout_ms) == Sent::kAll; }
 
 // httplib's view of a connection: buffered reads, writes held until the response is complete
 // (or kept for a deferred response), timeouts by poll.
@@ -255,12 +266,13 @@ class HttpServer::Loop final : public httplib::TaskQueue {
       : server_(server),
         opt_(server.options_),
         epfd_(::epoll_create1(EPOLL_CLOEXEC)),
-        wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+        wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+        n_threads_(std::max(1, server.options_.threads)) {
     epoll_event ev{};
     ev.events = EPOLLIN;  // level-triggered: once written, it wakes every thread for good
     ev.data.u64 = 0;
     ::epoll_ctl(epfd_, EPOLL_CTL_ADD, wake_fd_, &ev);
-    const int n = std::max(1, opt_.threads);
+    const int n = n_threads_;
     int active = opt_.active_threads > 0
                      ? opt_.active_threads
                      : 2 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -445,7 +457,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     while (!stopping_.load()) {
       watch_cv_.wait_for(lock, std::chrono::milliseconds(5));
       int64_t now = now_ms();
-      for (int i = 0; i < std::max(1, opt_.threads); ++i) {
+      for (int i = 0; i < n_threads_; ++i) {
         Slot& s = slots_[i];
         int64_t since = s.serving_since.load();
         if (since != 0 && !s.stuck && now - since >= kStuckMs) {
@@ -521,24 +533,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
       conn.close_after = true;
     }
     // Without waiting: a full socket is left to a serving thread (EPOLLOUT).
-    size_t sent = 0;
-    while (sent < conn.out.size()) {
-      ssize_t n = ::send(conn.fd, conn.out.data() + sent, conn.out.size() - sent,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        sent += static_cast<size_t>(n);
-      } else if (n < 0 && errno == EINTR) {
-        continue;
-      } else {
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-          conn.write_failed = true;
-          conn.close_after = true;
-          sent = conn.out.size();
-        }
-        break;
-      }
-    }
-    conn.out.erase(0, sent);
+    if (send_out(conn, -1) == Sent::kFailed) conn.close_after = true;
     if (!conn.out.empty() && stopping_.load()) {
       // No thread is left to finish it: wait here (bounded by the write timeout).
       flush(conn, write_ms());
@@ -628,6 +623,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   const HttpServerOptions& opt_;
   const int epfd_;
   const int wake_fd_;
+  const int n_threads_;
   std::unique_ptr<Slot[]> slots_;
   std::vector<std::thread> threads_;
   std::thread watchdog_;
