@@ -385,10 +385,11 @@ struct ApiServer::Impl {
     submit_task(std::move(*task), res);
   }
 
-  // A submit without idempotency key: the 202 is written now and held back until the insert is
-  // durable, and this thread serves other requests meanwhile instead of sleeping on the commit.
-  // A failed insert is answered with its error instead (and the connection closed). The request
-  // is counted in the metrics when its answer is known, not when the handler returns.
+  // A JSON submit: the 202 is written now and held back until the insert is durable, and this
+  // thread serves other requests meanwhile instead of sleeping on the commit. A repeated
+  // idempotency key is answered 200 with the first task instead, and a failed insert with its
+  // error (and the connection closed). The request is counted in the metrics when its answer is
+  // known, not when the handler returns.
   void submit_deferred(NewTask task, Response& res) {
     struct Pending {
       DeferredCompletion done;
@@ -409,15 +410,19 @@ struct ApiServer::Impl {
           res.set_header("Location", "/api/v1/tasks/" + t.task_id);
           send_text_json(res, 202, task_json(t, false));
         },
-        [this, p](const Status& committed) {
-          int status = committed.ok() ? 202 : http_status(committed.code());
+        [this, p](const Status& committed, const Task* first) {
+          int status = !committed.ok() ? http_status(committed.code()) : first ? 200 : 202;
           count_request(p->route, "POST", status, p->start);
-          if (committed.ok()) {
-            p->submitted->inc();
-            return p->done(nullptr);
+          if (!committed.ok()) {
+            ReplacementReply instead{status, error_body(committed)};
+            return p->done(&instead);
           }
-          ReplacementReply instead{status, error_body(committed)};
-          p->done(&instead);
+          if (first) {
+            ReplacementReply repeat{200, task_json(*first, false), true};
+            return p->done(&repeat);
+          }
+          p->submitted->inc();
+          p->done(nullptr);
         });
     if (st.ok()) return;
     // Refused before the insert (backlog full, shutting down, invalid): answered at once.
@@ -459,9 +464,9 @@ struct ApiServer::Impl {
     series->observe(secs);
   }
 
-  // A JSON submit: held back for its commit (above) when it has no idempotency key.
+  // A JSON submit: held back for its commit (above) where the server can.
   void submit_task(NewTask task, Response& res) {
-    if (!task.idempotency_key && can_defer_response()) return submit_deferred(std::move(task), res);
+    if (can_defer_response()) return submit_deferred(std::move(task), res);
     reply_submit(res, svc.submit(std::move(task)));
   }
 

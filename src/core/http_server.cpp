@@ -236,6 +236,8 @@ std::string ip_of(const sockaddr_storage& a, int* port) {
 
 const char* reason_of(int status) {
   switch (status) {
+    case 200: return "OK";
+    case 202: return "Accepted";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 409: return "Conflict";
@@ -267,7 +269,9 @@ class HttpServer::Loop final : public httplib::TaskQueue {
         opt_(server.options_),
         epfd_(::epoll_create1(EPOLL_CLOEXEC)),
         wake_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
-        n_threads_(std::max(1, server.options_.threads)) {
+        n_threads_(std::max(1, server.options_.threads)),
+        keep_alive_header_("Keep-Alive: timeout=" + std::to_string(opt_.keep_alive_timeout_s) +
+                           ", max=" + std::to_string(opt_.keep_alive_max_count) + "\r\n") {
     epoll_event ev{};
     ev.events = EPOLLIN;  // level-triggered: once written, it wakes every thread for good
     ev.data.u64 = 0;
@@ -526,11 +530,13 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     if (conn.instead) {
       std::string body = std::move(conn.instead->json_body);
       int status = conn.instead->status;
+      if (!conn.instead->keep_alive) conn.close_after = true;
       conn.instead.reset();
+      // The connection header as httplib writes it for its own responses.
+      std::string connection = conn.close_after ? "Connection: close\r\n" : keep_alive_header_;
       conn.out = "HTTP/1.1 " + std::to_string(status) + " " + reason_of(status) +
                  "\r\nContent-Type: application/json\r\nContent-Length: " +
-                 std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-      conn.close_after = true;
+                 std::to_string(body.size()) + "\r\n" + connection + "\r\n" + body;
     }
     // Without waiting: a full socket is left to a serving thread (EPOLLOUT).
     if (send_out(conn, -1) == Sent::kFailed) conn.close_after = true;
@@ -624,6 +630,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   const int epfd_;
   const int wake_fd_;
   const int n_threads_;
+  const std::string keep_alive_header_;  // of a kept-alive replacement reply, as httplib's own
   std::unique_ptr<Slot[]> slots_;
   std::vector<std::thread> threads_;
   std::thread watchdog_;

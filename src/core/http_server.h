@@ -39,10 +39,12 @@ struct HttpServerOptions {
 };
 
 // What a deferred response sends instead of the one its handler left: a JSON body with this
-// status, after which the connection is closed.
+// status, after which the connection is closed unless keep_alive (and the request did not ask
+// for its close).
 struct ReplacementReply {
   int status = 500;
   std::string json_body;
+  bool keep_alive = false;
 };
 
 // Called exactly once, from any thread: nullptr sends the response the handler left in its

@@ -162,20 +162,38 @@ StatusOr<SubmitOutcome> TaskService::submit(NewTask request, std::optional<Uploa
 
 Status TaskService::submit_nowait(NewTask request,
                                   const std::function<void(const Task&)>& accepted,
-                                  std::function<void(const Status&)> committed) {
-  if (request.idempotency_key) return Status::Internal("submit_nowait takes no idempotency key");
+                                  SubmitCommitted committed) {
   if (shutting_down()) return shutting_down_status();
   auto built = build_task(request, clock_.now_ms());
   if (!built.ok()) return built.status();
+  // A repeat of a committed key is answered from a reader, without a trip through the writer
+  // (and even when the backlog is full: it adds nothing). One whose first is not committed yet
+  // is found by the writer's insert instead.
+  if (built->idempotency_key) {
+    auto existing = store_.get_by_idempotency_key(*built->idempotency_key);
+    if (!existing.ok()) return existing.status();
+    if (*existing) {
+      committed(Status::Ok(), &**existing);
+      return Status::Ok();
+    }
+  }
   if (!pools_.try_reserve(built->type)) return backlog_full(built->type);
   accepted(*built);
   std::string type = built->type;
-  store_.insert_async(std::move(*built),
-                      [this, type = std::move(type), committed = std::move(committed)](
-                          const Status& st) {
-                        pools_.unreserve(type);
-                        committed(st);
-                      });
+  store_.insert_async(
+      std::move(*built), [this, type = std::move(type), committed = std::move(committed)](
+                             const StatusOr<TaskStore::InsertOutcome>& out) {
+        pools_.unreserve(type);
+        if (!out.ok()) return committed(out.status(), nullptr);
+        if (out->created) return committed(Status::Ok(), nullptr);
+        // A repeat that raced its first (rare): one read, on the notifier thread.
+        auto first = store_.get(out->task_id, false);
+        if (!first.ok()) return committed(first.status(), nullptr);
+        if (!*first) {
+          return committed(Status::Internal("idempotent repeat names a missing task"), nullptr);
+        }
+        committed(Status::Ok(), &**first);
+      });
   return Status::Ok();
 }
 

@@ -92,13 +92,17 @@ class TaskService {
   void on_commit(const std::vector<TaskChange>& changes);
 
   StatusOr<SubmitOutcome> submit(NewTask request, std::optional<Upload> upload = std::nullopt);
-  // submit for a request without idempotency key or upload, without waiting for the commit: the
-  // same checks and admission, then `accepted(task)` on this thread with the task as it will be
-  // stored, then its insert. `committed` is called once with the insert's outcome, on the store's
-  // notifier thread (so it must not block). A refusal before the insert is returned, and then
-  // neither is called.
+  // How a submit_nowait ended: `st` is its error, or else `first` is the earlier task its
+  // idempotency key named (a repeat, which created nothing), or nullptr for a new task.
+  using SubmitCommitted = std::function<void(const Status& st, const Task* first)>;
+  // submit for a request without upload, without waiting for the commit: the same checks and
+  // admission, then `accepted(task)` on this thread with the task as it will be stored, then its
+  // insert; `committed` is called once with the outcome, on the store's notifier thread (so it
+  // must not block). A repeat of an idempotency key already committed is known at once:
+  // `committed` is then called on this thread, and `accepted` not at all. A refusal before the
+  // insert is returned, and then neither is called.
   Status submit_nowait(NewTask request, const std::function<void(const Task&)>& accepted,
-                       std::function<void(const Status&)> committed);
+                       SubmitCommitted committed);
   StatusOr<std::vector<SubmitOutcome>> submit_batch(std::vector<NewTask> requests);
   // wait > 0 holds the call until the task is final or the wait is over.
   StatusOr<TaskView> get(const std::string& task_id, std::chrono::milliseconds wait);

@@ -206,16 +206,18 @@ void futex_wake_all(std::atomic<uint32_t>* word) {
 // cost the notifier a system call each. There is no mutex for a woken caller to queue on.
 struct TaskStore::WriteOp {
   std::function<Status(WriteContext&)> fn;
-  // A new task without an idempotency key: the writer inserts runs of these with multi-row
-  // INSERT statements instead of calling fn (fn is empty then).
+  // A new task: the writer inserts runs of these with multi-row INSERT statements instead of
+  // calling fn (fn is empty then). A repeated idempotency key fails the run on the UNIQUE index;
+  // the row-by-row redo then finds the first task (see commit_batch).
   Task* plain_insert = nullptr;
   bool savepoint = false;
   Status result;                      // written by the writer before `done`
+  TaskStore::InsertOutcome outcome;   // of a plain_insert, with result
   std::atomic<uint32_t> done{0};      // 1 once committed (or failed)
   std::atomic<uint32_t>* bell = nullptr;  // set when queued; lives in the store
   // An insert nobody waits for (insert_async): the notifier calls on_done instead of ringing a
   // bell, then deletes the op, which owns its task.
-  std::function<void(const Status&)> on_done;
+  std::function<void(const StatusOr<TaskStore::InsertOutcome>&)> on_done;
   std::unique_ptr<Task> owned_task;
 
   void wait() {
@@ -374,16 +376,18 @@ bool TaskStore::queue(WriteOp* op) {
   return true;
 }
 
-Status TaskStore::write_op(const std::function<void(WriteOp&)>& fill) {
+Status TaskStore::write_op(const std::function<void(WriteOp&)>& fill, InsertOutcome* outcome) {
   WriteOp op;
   fill(op);
   if (!queue(&op)) return store_closed();
   about_to_block();
   op.wait();
+  if (outcome) *outcome = std::move(op.outcome);
   return op.result;
 }
 
-void TaskStore::insert_async(Task task, std::function<void(const Status&)> done) {
+void TaskStore::insert_async(Task task,
+                             std::function<void(const StatusOr<InsertOutcome>&)> done) {
   auto op = std::make_unique<WriteOp>();
   op->owned_task = std::make_unique<Task>(std::move(task));
   op->plain_insert = op->owned_task.get();
@@ -447,7 +451,11 @@ void TaskStore::notifier_loop() {
       futex_wake_all(bell);
     }
     for (WriteOp* op : unwaited) {
-      op->on_done(op->result);
+      if (op->result.ok()) {
+        op->on_done(std::move(op->outcome));
+      } else {
+        op->on_done(op->result);
+      }
       delete op;
     }
     ops.clear();
@@ -543,16 +551,7 @@ static TaskStore::InsertOutcome insert_one(StatementCache& c, std::vector<TaskCh
 
 StatusOr<TaskStore::InsertOutcome> TaskStore::insert(Task& task) {
   InsertOutcome out;
-  Status st;
-  if (!task.idempotency_key) {
-    st = write_op([&](WriteOp& op) { op.plain_insert = &task; });
-    if (!st.ok()) return st;
-    return InsertOutcome{true, task.task_id};
-  }
-  st = write(false, [&](WriteContext& ctx) -> Status {
-    out = insert_one(ctx, ctx.changes, task);
-    return Status::Ok();
-  });
+  Status st = write_op([&](WriteOp& op) { op.plain_insert = &task; }, &out);
   if (!st.ok()) return st;
   return out;
 }
@@ -576,6 +575,7 @@ bool TaskStore::insert_run(const std::vector<WriteOp*>& ops) {
         task.seq = last - static_cast<int64_t>(k - 1 - r);
         write_ctx_->changes.push_back(queued_change(task));
         ops[at + r]->result = Status::Ok();
+        ops[at + r]->outcome = {true, task.task_id};
       }
     } catch (const SQLite::Exception&) {
       return false;  // OR ROLLBACK: the transaction is gone, the caller redoes it row by row
@@ -590,7 +590,9 @@ bool TaskStore::insert_run(const std::vector<WriteOp*>& ops) {
 // say OR ROLLBACK, which spares SQLite a statement journal (a copy of every page each statement
 // touches, a tenth of the writer's time) at the price of undoing the whole transaction when one
 // fails; being first, they have nothing else to undo, and the inserts are redone row by row so
-// that only the row at fault fails.
+// that only the row at fault fails. A repeated idempotency key is such a failure (the UNIQUE
+// index): in the redo, insert_one finds the first task instead, also one inserted earlier in the
+// same batch.
 Status TaskStore::commit_batch(const std::vector<WriteOp*>& batch) {
   write_ctx_->changes.clear();
   std::vector<WriteOp*> inserts, others;
@@ -612,7 +614,7 @@ Status TaskStore::commit_batch(const std::vector<WriteOp*>& batch) {
       begin_->reset();
       for (WriteOp* op : inserts) {
         try {
-          insert_one(*write_ctx_, write_ctx_->changes, *op->plain_insert);
+          op->outcome = insert_one(*write_ctx_, write_ctx_->changes, *op->plain_insert);
           op->result = Status::Ok();
         } catch (const SQLite::Exception& e) {
           op->result = op_failed(e);

@@ -105,11 +105,10 @@ class TaskStore {
   // Inserts a QUEUED task; sets task.seq. A repeated idempotency key creates nothing and names
   // the first task.
   StatusOr<InsertOutcome> insert(Task& task);
-  // The insert of a task without idempotency key, without waiting for it: `done` is called once
-  // with the outcome, on the store's notifier thread once the transaction is durable (or failed),
-  // or on this thread when the store is closed. `done` must not block: every caller of the
-  // store waits behind it.
-  void insert_async(Task task, std::function<void(const Status&)> done);
+  // insert without waiting for it: `done` is called once with the outcome, on the store's
+  // notifier thread once the transaction is durable (or failed), or on this thread when the
+  // store is closed. `done` must not block: every caller of the store waits behind it.
+  void insert_async(Task task, std::function<void(const StatusOr<InsertOutcome>&)> done);
   // All or nothing: on failure of one, none is written and the Status names its index.
   StatusOr<std::vector<InsertOutcome>> insert_batch(std::vector<Task>& tasks);
 
@@ -184,8 +183,9 @@ class TaskStore {
   // Runs fn on the writer thread inside the batch transaction and blocks until it is committed.
   // With savepoint, a failing fn leaves no trace in the transaction.
   Status write(bool savepoint, std::function<Status(WriteContext&)> fn);
-  // Queues the op `fill` describes and blocks until its transaction is committed.
-  Status write_op(const std::function<void(WriteOp&)>& fill);
+  // Queues the op `fill` describes and blocks until its transaction is committed; a plain
+  // insert's outcome goes to *outcome.
+  Status write_op(const std::function<void(WriteOp&)>& fill, InsertOutcome* outcome = nullptr);
   // Hands an op to the writer; false when the store is closed (the op is not taken).
   bool queue(WriteOp* op);
   // On the writer thread: the batch's transaction; the error of the batch if it failed as a

@@ -214,6 +214,33 @@ TEST_CASE("a held-back response can be replaced by an error, which closes the co
   CHECK(closed);
 }
 
+TEST_CASE("a kept-alive replacement leaves the connection open, unless the request closes it") {
+  Fixture f(one_thread());
+  RawClient c(f.port);
+  c.send(get("/later"));
+  REQUIRE(f.wait_deferred(1));
+  ReplacementReply instead{200, R"({"task_id":"first"})", true};
+  f.release_all(&instead);
+  std::string got = c.read_responses(1, 5000);
+  CHECK(got.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(got.find("Keep-Alive: timeout=1, max=") != std::string::npos);
+  CHECK(got.find("Connection: close") == std::string::npos);
+  CHECK(got.find("\r\n\r\n{\"task_id\":\"first\"}") != std::string::npos);
+  CHECK(got.find("later") == std::string::npos);
+
+  c.send(get("/now"));  // served on the same connection
+  CHECK(RawClient::count(c.read_responses(1, 5000), "HTTP/1.1 200") == 1);
+
+  c.send(get("/later", true));  // this request asks for the close: the replacement keeps it
+  REQUIRE(f.wait_deferred(2));
+  f.release_all(&instead);
+  bool closed = false;
+  got = c.read_responses(0, 5000, &closed);
+  CHECK(got.find("Connection: close\r\n") != std::string::npos);
+  CHECK(got.find("{\"task_id\":\"first\"}") != std::string::npos);
+  CHECK(closed);
+}
+
 TEST_CASE("an idle keep-alive connection is closed after the keep-alive timeout") {
   Fixture f(one_thread());  // keep-alive timeout 1 s
   RawClient c(f.port);

@@ -254,6 +254,23 @@ TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurr
                          "application/json", {{"Idempotency-Key", "order-17"}});
     CHECK(status == 200);
     CHECK(h["task_id"] == first_id);
+    // On one kept-alive connection: a first, then repeats of it and of order-17.
+    auto c = server.client();
+    c.set_keep_alive(true);
+    const std::string body = R"({"type":"image","payload":{"prompt":"k"},"idempotency_key":"conn-1"})";
+    auto r1 = c.Post("/api/v1/tasks", body, "application/json");
+    REQUIRE(r1);
+    CHECK(r1->status == 202);
+    const std::string conn_id = json::parse(r1->body)["task_id"];
+    for (const char* key : {"conn-1", "order-17", "conn-1"}) {
+      CAPTURE(key);
+      json again = {{"type", "image"}, {"payload", {{"prompt", "k"}}}, {"idempotency_key", key}};
+      auto r = c.Post("/api/v1/tasks", again.dump(), "application/json");
+      REQUIRE(r);
+      CHECK(r->status == 200);
+      CHECK(r->get_header_value("Content-Type") == "application/json");
+      CHECK(json::parse(r->body)["task_id"] == (std::string(key) == "order-17" ? first_id : conn_id));
+    }
 
     // 16 concurrent repeats of a new key: one 202, fifteen 200s, one task.
     std::atomic<int> created{0}, repeated{0};
@@ -275,7 +292,7 @@ TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurr
     CHECK(created == 1);
     CHECK(repeated == 15);
     CHECK(ids.size() == 1);
-    CHECK(server.count_rows() == 2);
+    CHECK(server.count_rows() == 3);
     CHECK(server.stop() == 0);
   }
   Server again(dir, {}, {}, data);
@@ -284,7 +301,7 @@ TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurr
   json c = again.post("/api/v1/image/async", R"({"prompt":"x","idempotency_key":"order-17"})", &status);
   CHECK(status == 200);
   CHECK(c["task_id"] == first_id);
-  CHECK(again.count_rows() == 2);
+  CHECK(again.count_rows() == 3);
 }
 
 TEST_CASE("e2e backlog: 429 with Retry-After at --max-queued and nothing written") {

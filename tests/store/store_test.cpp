@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <set>
 #include <cstring>
@@ -293,19 +294,21 @@ TEST_CASE("insert_async: the callback hears the outcome once the row is committe
   ManualClock clock;
   auto store = open_store(dir, clock);
   Task seed = make_task(clock);
+  seed.idempotency_key = "key-0";
   REQUIRE(store->insert(seed).ok());
 
   // Each callback runs once, on the notifier, after its transaction: the row is there (or, for
   // the duplicate, the failure is reported and nothing changed).
+  using Outcome = StatusOr<TaskStore::InsertOutcome>;
   std::mutex mu;
-  std::vector<std::pair<std::string, Status>> heard;  // guarded by mu
+  std::map<std::string, Outcome> heard;  // guarded by mu
   std::atomic<int> calls{0}, visible_when_told{0};
   auto record = [&](const std::string& id) {
-    return [&, id](const Status& st) {
+    return [&, id](const Outcome& out) {
       auto now = store->get(id, false);  // a reader sees committed rows only
       if (now.ok() && now->has_value()) ++visible_when_told;
       std::lock_guard<std::mutex> lock(mu);
-      heard.emplace_back(id, st);
+      heard.emplace(id, out);
       ++calls;
     };
   };
@@ -319,24 +322,45 @@ TEST_CASE("insert_async: the callback hears the outcome once the row is committe
   dup.task_id = seed.task_id;
   dup.payload = R"({"prompt":"not the seed's"})";
   store->insert_async(std::move(dup), record("dup"));
-  for (int i = 0; i < 1000 && calls.load() < 21; ++i) {
+  // Idempotency keys: a repeat of a committed one, and two firsts of a new one, queued back to
+  // back (in one batch or two): one is created, the other names it.
+  Task again = make_task(clock);
+  again.idempotency_key = "key-0";
+  store->insert_async(std::move(again), record("again"));
+  Task first = make_task(clock), second = make_task(clock);
+  first.idempotency_key = second.idempotency_key = "key-1";
+  std::string first_id = first.task_id, second_id = second.task_id;
+  store->insert_async(std::move(first), record(first_id));
+  store->insert_async(std::move(second), record(second_id));
+  for (int i = 0; i < 1000 && calls.load() < 24; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  REQUIRE(calls.load() == 21);
-  CHECK(visible_when_told.load() == 20);  // every fresh row was readable when its caller was told
+  REQUIRE(calls.load() == 24);
+  // Every fresh row was readable when its caller was told (and the created one of key-1).
+  CHECK(visible_when_told.load() == 21);
   std::lock_guard<std::mutex> lock(mu);
-  for (const auto& [id, st] : heard) {
+  for (const auto& id : fresh) {
     CAPTURE(id);
-    if (id == "dup") {
-      CHECK_FALSE(st.ok());
-      continue;
-    }
-    CHECK(st.ok());
+    const Outcome& out = heard.at(id);
+    REQUIRE(out.ok());
+    CHECK(out->created);
+    CHECK(out->task_id == id);
     auto got = store->get(id, false);
     REQUIRE(got.ok());
     CHECK(got->has_value());
   }
-  CHECK(*store->count_all() == 21);
+  CHECK_FALSE(heard.at("dup").ok());
+  REQUIRE(heard.at("again").ok());
+  CHECK_FALSE(heard.at("again")->created);
+  CHECK(heard.at("again")->task_id == seed.task_id);
+  const Outcome& o1 = heard.at(first_id);
+  const Outcome& o2 = heard.at(second_id);
+  REQUIRE(o1.ok());
+  REQUIRE(o2.ok());
+  CHECK(o1->created);  // the first queued is the first inserted
+  CHECK_FALSE(o2->created);
+  CHECK(o2->task_id == first_id);
+  CHECK(*store->count_all() == 22);
   auto kept = store->get(seed.task_id, false);
   REQUIRE(kept.ok());
   REQUIRE(kept->has_value());
@@ -346,9 +370,9 @@ TEST_CASE("insert_async: the callback hears the outcome once the row is committe
   store->close();
   bool answered = false;
   Status closed;
-  store->insert_async(make_task(clock), [&](const Status& st) {
+  store->insert_async(make_task(clock), [&](const Outcome& out) {
     answered = true;
-    closed = st;
+    closed = out.status();
   });
   CHECK(answered);
   CHECK(closed.code() == Code::kUnavailable);
