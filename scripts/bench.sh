@@ -2,7 +2,8 @@
 # Benchmarks of the acknowledged-task path, on this machine, with wrk on the same cores:
 #   1. GET /health: the ceiling of the HTTP layer
 #   2. durable submits (POST /api/v1/tasks, keep-alive, 64 connections) with --sync full and
-#      --sync normal: throughput, p50/p99 latency
+#      --sync normal: throughput, p50/p99 latency; with full, also submits that each carry a
+#      new Idempotency-Key
 #   3. p50/p99 submit latency at half the full-sync throughput (paced by wrk's delay())
 #   4. a backlog of 1,000,000 QUEUED tasks: start-up time and resident memory, against an
 #      empty store
@@ -22,6 +23,18 @@ wrk.body = '{"type":"image","payload":{"prompt":"a red fox","n":1,"size":"512x51
 wrk.headers["Content-Type"] = "application/json"
 local pace = tonumber(os.getenv("PACE_MS"))
 function delay() return pace end
+EOF
+
+# Submits each with its own Idempotency-Key (new keys: every one creates a task).
+cat >"$tmp/keyed.lua" <<'EOF'
+local threads, n, id = 0, 0, 0
+function setup(thread) threads = threads + 1; thread:set("id", threads) end
+function request()
+  n = n + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+    ["Idempotency-Key"] = "bench-" .. id .. "-" .. n},
+    '{"type":"image","payload":{"prompt":"a red fox","n":1,"size":"512x512"}}')
+end
 EOF
 
 # wrk_run LABEL ARGS... → "rate p50_ms p99_ms non2xx"
@@ -52,6 +65,9 @@ for sync in full normal; do
     read -r p_rate p50 p99 _ <<<"$(PACE_MS=$pace wrk_run -t2 -c64 -d"${SECS}s" -s "$tmp/paced.lua" "$url/api/v1/tasks")"
     R[half]="$half $p_rate $p50 $p99"
     echo "sync=full at half load (target ${half}/s, ${pace} ms between requests per connection): ${p_rate}/s p50 ${p50} ms p99 ${p99} ms"
+    read -r k_rate k50 k99 k_bad <<<"$(wrk_run -t2 -c64 -d"${SECS}s" -s "$tmp/keyed.lua" "$url/api/v1/tasks")"
+    R[keyed]="$k_rate $k50 $k99 $k_bad"
+    echo "sync=full, each submit with a new Idempotency-Key: ${k_rate}/s p50 ${k50} ms p99 ${k99} ms (non-2xx: $k_bad)"
   fi
   rows=$(sqlite3 "$tmp/data-$sync/tasks.db" "SELECT COUNT(*) FROM tasks" 2>/dev/null || echo "?")
   stop_server
@@ -92,6 +108,7 @@ stop_server
 read -r h_full s_full s50_full s99_full bad_full <<<"${R[full]}"
 read -r h_norm s_norm s50_norm s99_norm bad_norm <<<"${R[normal]}"
 read -r half_target half_rate half50 half99 <<<"${R[half]}"
+read -r k_rate k50 k99 k_bad <<<"${R[keyed]}"
 ratio=$(awk -v s="$s_full" -v h="$h_full" 'BEGIN{printf "%.2f", s/h}')
 cat <<EOF
 
@@ -103,6 +120,7 @@ cat <<EOF
 | ratio to GET /health of the same run      | ${ratio} |
 | submits, --sync normal                    | ${s_norm} req/s (p50 ${s50_norm} ms, p99 ${s99_norm} ms; non-2xx ${bad_norm}; /health ${h_norm}) |
 | --sync full at half load (${half_target}/s target) | ${half_rate} req/s, p50 ${half50} ms, p99 ${half99} ms |
+| --sync full, a new Idempotency-Key each   | ${k_rate} req/s (p50 ${k50} ms, p99 ${k99} ms; non-2xx ${k_bad}) |
 | start-up, empty store                     | ${empty_startup} ms |
 | start-up, 1,000,000 queued                | ${big_startup} ms |
 | RSS, empty store                          | $((rss_empty / 1024)) MiB |
