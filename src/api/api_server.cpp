@@ -553,9 +553,33 @@ struct ApiServer::Impl {
   void get_task(const std::string& id, const Request& req, Response& res) {
     auto wait = int_param(req.params, "wait", 0, opt.max_wait_s, 0);
     if (!wait.ok()) return send_error(res, wait.status());
+    if (*wait > 0 && can_defer_response()) return get_task_deferred(id, *wait);
     auto view = svc.get(id, std::chrono::seconds(*wait));
     if (!view.ok()) return send_error(res, view.status());
     send_text_json(res, 200, task_json(*view, true));
+  }
+
+  // A long-poll (?wait=N): held back without a thread until the task is final or the wait is
+  // over, then answered by the service's long-poll thread. Counted in the metrics when answered.
+  void get_task_deferred(const std::string& id, int wait_s) {
+    struct Pending {
+      DeferredCompletion done;
+      const char* route = nullptr;
+      std::chrono::steady_clock::time_point start;
+    };
+    auto p = std::make_shared<Pending>(Pending{defer_response(), t_route, t_start});
+    t_deferred = true;
+    svc.get_async(id, std::chrono::seconds(wait_s), [this, p](StatusOr<TaskView> view) {
+      ReplacementReply reply{200, "", true};
+      if (view.ok()) {
+        reply.json_body = task_json(*view, true);
+      } else {
+        reply.status = http_status(view.status().code());
+        reply.json_body = error_body(view.status());
+      }
+      count_request(p->route, "GET", reply.status, p->start);
+      p->done(&reply);
+    });
   }
 
   void list_tasks(const Request& req, Response& res) {

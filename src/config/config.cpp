@@ -187,7 +187,7 @@ Parsed parse_command_line(int argc, char** argv) {
   add_layered(&app, layered, "queue-capacity", s.queue_capacity, "Tasks per pool held in memory");
   add_layered(&app, layered, "max-queued", s.max_queued, "Queued tasks per pool before submits get 429");
   add_layered(&app, layered, "shutdown-grace", s.shutdown_grace_s, "Seconds running attempts may finish after SIGTERM");
-  add_layered(&app, layered, "http-threads", s.http_threads, "HTTP serving threads (an SSE stream or ?wait= long-poll holds one while it lasts; an idle keep-alive connection holds none)");
+  add_layered(&app, layered, "http-threads", s.http_threads, "HTTP serving threads (an SSE stream holds one while it lasts; a ?wait= long-poll or an idle keep-alive connection holds none)");
   add_layered(&app, layered, "max-body", s.max_body, "Largest JSON body in bytes (413 beyond)");
   add_layered(&app, layered, "max-upload", s.max_upload, "Largest multipart upload in bytes");
   add_layered(&app, layered, "max-result", s.max_result, "Largest backend answer kept as a result, in bytes");

@@ -6,6 +6,7 @@
 
 #include "core/base64.h"
 #include "core/ids.h"
+#include "core/thread_name.h"
 
 namespace ts {
 namespace {
@@ -39,6 +40,22 @@ TaskService::TaskService(TaskStore& store, PoolDirectory& pools, EventHub& event
       results_(results),
       inputs_(inputs),
       clock_(clock) {}
+
+TaskService::~TaskService() {
+  std::multimap<std::string, LongPollPtr> left;
+  {
+    std::lock_guard<std::mutex> lock(polls_mu_);
+    polls_stop_ = true;
+  }
+  polls_cv_.notify_all();
+  if (polls_thread_.joinable()) polls_thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(polls_mu_);
+    left.swap(polls_);
+    polls_done_ = true;
+  }
+  for (auto& [id, poll] : left) answer(*poll);
+}
 
 Status TaskService::recover() {
   auto report = store_.recover_running(clock_.now_ms());
@@ -260,8 +277,12 @@ StatusOr<TaskView> TaskService::get(const std::string& task_id, std::chrono::mil
     if (!found.ok()) return found.status();
     if (!*found) return Status::NotFound("no task with id " + task_id);
   }
+  return view_of(std::move(**found));
+}
+
+TaskView TaskService::view_of(Task task) {
   TaskView view;
-  view.task = std::move(**found);
+  view.task = std::move(task);
   const Task& t = view.task;
   if (t.status == TaskState::kQueued) {
     auto pos = store_.queue_position(t.type, t.priority, t.seq);
@@ -275,6 +296,124 @@ StatusOr<TaskView> TaskService::get(const std::string& task_id, std::chrono::mil
     }
   }
   return view;
+}
+
+void TaskService::get_async(const std::string& task_id, std::chrono::milliseconds wait,
+                            ViewDone done) {
+  if (wait.count() <= 0 || !is_valid_task_id(task_id) || shutting_down()) {
+    return done(get(task_id, std::chrono::milliseconds(0)));
+  }
+  // Taken before the read: a change after the read is an event after this.
+  uint64_t cursor = events_.last_id();
+  auto found = store_.get(task_id, true);
+  if (!found.ok()) return done(found.status());
+  if (!*found) return done(Status::NotFound("no task with id " + task_id));
+  if (is_final((*found)->status)) return done(view_of(std::move(**found)));
+  auto poll = std::make_shared<LongPoll>(
+      LongPoll{task_id, std::chrono::steady_clock::now() + wait, std::move(done)});
+  {
+    std::unique_lock<std::mutex> lock(polls_mu_);
+    if (polls_done_) {  // shut down meanwhile: no thread left to answer it later
+      lock.unlock();
+      return answer(*poll);
+    }
+    polls_.emplace(task_id, poll);
+    if (polls_idle_) idle_cursor_ = std::min(idle_cursor_, cursor);
+    if (!polls_thread_.joinable()) {
+      idle_cursor_ = cursor;
+      polls_thread_ = std::thread([this] {
+        name_this_thread("ts-longpoll");
+        long_poll_loop();
+      });
+    }
+  }
+  polls_cv_.notify_one();
+  // The long-poll thread may have passed the event that made it final before the poll was
+  // registered; that change is committed, so a read now sees it.
+  auto again = store_.get(task_id, true);
+  bool settled = !again.ok() || !*again || is_final((*again)->status) || shutting_down();
+  if (settled && claim(poll)) answer(*poll);
+}
+
+bool TaskService::claim(const LongPollPtr& poll) {
+  std::lock_guard<std::mutex> lock(polls_mu_);
+  auto [from, to] = polls_.equal_range(poll->task_id);
+  for (auto it = from; it != to; ++it) {
+    if (it->second == poll) {
+      polls_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+void TaskService::answer(const LongPoll& poll) {
+  auto found = store_.get(poll.task_id, true);
+  if (!found.ok()) return poll.done(found.status());
+  if (!*found) return poll.done(Status::NotFound("no task with id " + poll.task_id));
+  poll.done(view_of(std::move(**found)));
+}
+
+void TaskService::long_poll_loop() {
+  uint64_t cursor = 0;
+  {
+    std::lock_guard<std::mutex> lock(polls_mu_);
+    cursor = idle_cursor_;  // the first long-poll's
+  }
+  for (;;) {
+    std::vector<LongPollPtr> due, recheck;
+    std::chrono::milliseconds sleep(100);  // the waits end within this of their deadline
+    {
+      std::unique_lock<std::mutex> lock(polls_mu_);
+      if (polls_.empty() && !polls_stop_) {
+        // Nothing to wait for: sleep here, not on every published event.
+        polls_idle_ = true;
+        idle_cursor_ = UINT64_MAX;
+        polls_cv_.wait(lock, [&] { return !polls_.empty() || polls_stop_; });
+        polls_idle_ = false;
+        cursor = idle_cursor_;
+      }
+      if (polls_stop_) return;
+      auto now = std::chrono::steady_clock::now();
+      for (const auto& [id, poll] : polls_) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(poll->deadline - now);
+        sleep = std::max(std::chrono::milliseconds(0), std::min(sleep, left));
+      }
+    }
+    bool lost = false;
+    auto events = events_.wait_after(
+        &cursor, sleep, [](const TaskEvent& e) { return is_final(e.status); }, &lost);
+    bool closed = events_.closed();
+    {
+      std::lock_guard<std::mutex> lock(polls_mu_);
+      auto now = std::chrono::steady_clock::now();
+      for (auto it = polls_.begin(); it != polls_.end();) {
+        if (closed || it->second->deadline <= now) {
+          due.push_back(it->second);
+          it = polls_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      for (const TaskEvent& e : events) {
+        auto [from, to] = polls_.equal_range(e.task_id);
+        for (auto it = from; it != to; ++it) due.push_back(it->second);
+        polls_.erase(from, to);
+      }
+      // Fallen behind the EventHub's ring: which of them turned final is found by reading.
+      if (lost) {
+        for (const auto& [id, poll] : polls_) recheck.push_back(poll);
+      }
+      if (closed) polls_done_ = true;  // from now on get_async answers on its own thread
+    }
+    for (const LongPollPtr& poll : due) answer(*poll);
+    for (const LongPollPtr& poll : recheck) {
+      auto now_task = store_.get(poll->task_id, true);
+      bool settled = !now_task.ok() || !*now_task || is_final((*now_task)->status);
+      if (settled && claim(poll)) answer(*poll);
+    }
+    if (closed) return;
+  }
 }
 
 std::string TaskService::encode_cursor(int64_t seq) {

@@ -8,12 +8,14 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/clock.h"
@@ -85,6 +87,8 @@ class TaskService {
  public:
   TaskService(TaskStore& store, PoolDirectory& pools, EventHub& events, const BlobStore& results,
               const BlobStore& inputs, const Clock& clock);
+  // Answers the long-polls still waiting with the task as it is, and stops their thread.
+  ~TaskService();
 
   // Counts the store's tasks by state (for the totals) and recovers tasks left RUNNING.
   Status recover();
@@ -106,6 +110,12 @@ class TaskService {
   StatusOr<std::vector<SubmitOutcome>> submit_batch(std::vector<NewTask> requests);
   // wait > 0 holds the call until the task is final or the wait is over.
   StatusOr<TaskView> get(const std::string& task_id, std::chrono::milliseconds wait);
+  // get without holding the calling thread through the wait: `done` is called once with the
+  // answer, on this thread when it is known at once (a final task, no such task, wait 0,
+  // shutting down), else on the service's long-poll thread when the task turns final, the wait
+  // is over or the service shuts down. `done` must not block: other long-polls wait behind it.
+  using ViewDone = std::function<void(StatusOr<TaskView>)>;
+  void get_async(const std::string& task_id, std::chrono::milliseconds wait, ViewDone done);
   StatusOr<ListPage> list(std::optional<TaskState> status, std::optional<std::string> type,
                           int limit, const std::optional<std::string>& cursor);
   StatusOr<Task> cancel(const std::string& task_id);
@@ -129,7 +139,24 @@ class TaskService {
   static std::optional<int64_t> decode_cursor(const std::string& cursor);
 
  private:
+  // A get_async waiting for its task to turn final.
+  struct LongPoll {
+    std::string task_id;
+    std::chrono::steady_clock::time_point deadline;
+    ViewDone done;
+  };
+  using LongPollPtr = std::shared_ptr<LongPoll>;
+
   StatusOr<Task> build_task(NewTask& request, int64_t now);
+  // The view of a task as read now (queue position and start estimate while QUEUED).
+  TaskView view_of(Task task);
+  // Reads the task and answers the long-poll with it.
+  void answer(const LongPoll& poll);
+  // Takes the long-poll out of the waiting ones; false when another already took it.
+  bool claim(const LongPollPtr& poll);
+  // The long-poll thread: answers the waiting ones as their tasks turn final (from the
+  // EventHub), as their waits end, and all of them at shutdown.
+  void long_poll_loop();
 
   TaskStore& store_;
   PoolDirectory& pools_;
@@ -144,6 +171,15 @@ class TaskService {
   // Totals by state, indexed by TaskState: updated for every committed change on the writer
   // thread, so no string keys.
   std::array<std::atomic<int64_t>, 5> totals_{};
+
+  std::mutex polls_mu_;
+  std::condition_variable polls_cv_;            // a long-poll came while none waited, or stop
+  std::multimap<std::string, LongPollPtr> polls_;  // by task id; guarded by polls_mu_
+  bool polls_idle_ = false;      // the thread waits for a first long-poll; guarded by polls_mu_
+  uint64_t idle_cursor_ = 0;     // where it picks up the events then; guarded by polls_mu_
+  bool polls_done_ = false;      // the thread has ended (shutdown); guarded by polls_mu_
+  bool polls_stop_ = false;      // ~TaskService; guarded by polls_mu_
+  std::thread polls_thread_;     // started by the first long-poll; guarded by polls_mu_
 };
 
 }  // namespace ts

@@ -245,6 +245,49 @@ TEST_CASE("e2e api: wait returns at completion - or at its limit with the task s
   CHECK(bad["error"]["field"] == "wait");
 }
 
+TEST_CASE("e2e api: long-polls hold no serving thread - and shutdown answers them at once") {
+  TempDir dir;
+  Server server(dir, {"--http-threads", "4"});  // no backend: the task stays QUEUED
+  REQUIRE(server.started());
+  std::string id = server.submit("waits");
+  // Three times as many long-polls as serving threads, each waiting up to 20 s.
+  constexpr int kPolls = 12;
+  std::atomic<int> answered{0}, answered_200{0}, still_queued{0};
+  std::vector<std::thread> polls;
+  for (int i = 0; i < kPolls; ++i) {
+    polls.emplace_back([&] {
+      int status = 0;
+      json t = server.get("/api/v1/tasks/" + id + "?wait=20", &status);
+      if (status == 200) ++answered_200;
+      if (t.is_object() && t.value("status", "") == "QUEUED") ++still_queued;
+      ++answered;
+    });
+  }
+  // All of them are held (the server counts a long-poll when it answers it)...
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // ... and the server still serves others meanwhile: with a thread per long-poll, these would
+  // wait until the long-polls end.
+  int status = 0;
+  json health = server.get("/health", &status);
+  CHECK(status == 200);
+  json other = server.get("/api/v1/tasks/" + id, &status);
+  CHECK(status == 200);
+  CHECK(other["status"] == "QUEUED");
+  std::string second = server.submit("meanwhile");
+  CHECK(answered.load() == 0);  // every long-poll still waiting
+
+  // SIGTERM: the long-polls are answered with the task as it is, and the server exits 0 long
+  // before their 20 s are over.
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(server.stop() == 0);
+  for (auto& t : polls) t.join();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(ms < 10000);
+  CHECK(answered.load() == kPolls);
+  CHECK(answered_200.load() == kPolls);
+  CHECK(still_queued.load() == kPolls);
+}
+
 TEST_CASE("e2e api: queue position falls as the tasks ahead finish") {
   TempDir dir;
   MockBackend b(dir, {"--latency-ms", "300"});
