@@ -258,14 +258,20 @@ StatusOr<std::vector<SubmitOutcome>> TaskService::submit_batch(std::vector<NewTa
   return out;
 }
 
-StatusOr<TaskView> TaskService::get(const std::string& task_id, std::chrono::milliseconds wait) {
+StatusOr<Task> TaskService::read_task(const std::string& task_id, bool with_payload) {
   if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
-  auto deadline = std::chrono::steady_clock::now() + wait;
-  uint64_t cursor = events_.last_id();
-  auto found = store_.get(task_id, true);
+  auto found = store_.get(task_id, with_payload);
   if (!found.ok()) return found.status();
   if (!*found) return Status::NotFound("no task with id " + task_id);
-  while (!is_final((*found)->status) && !shutting_down()) {
+  return std::move(**found);
+}
+
+StatusOr<TaskView> TaskService::get(const std::string& task_id, std::chrono::milliseconds wait) {
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  uint64_t cursor = events_.last_id();
+  auto found = read_task(task_id, true);
+  if (!found.ok()) return found.status();
+  while (!is_final(found->status) && !shutting_down()) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) break;
@@ -273,11 +279,10 @@ StatusOr<TaskView> TaskService::get(const std::string& task_id, std::chrono::mil
         &cursor, left, [&](const TaskEvent& e) { return e.task_id == task_id && is_final(e.status); },
         nullptr);
     if (events.empty()) continue;
-    found = store_.get(task_id, true);
+    found = read_task(task_id, true);
     if (!found.ok()) return found.status();
-    if (!*found) return Status::NotFound("no task with id " + task_id);
   }
-  return view_of(std::move(**found));
+  return view_of(std::move(*found));
 }
 
 TaskView TaskService::view_of(Task task) {
@@ -300,15 +305,14 @@ TaskView TaskService::view_of(Task task) {
 
 void TaskService::get_async(const std::string& task_id, std::chrono::milliseconds wait,
                             ViewDone done) {
-  if (wait.count() <= 0 || !is_valid_task_id(task_id) || shutting_down()) {
-    return done(get(task_id, std::chrono::milliseconds(0)));
-  }
-  // Taken before the read: a change after the read is an event after this.
+  // Taken before the read: the change that makes the task final after the read is an event
+  // after this, which the long-poll thread looks at (see long_poll_loop).
   uint64_t cursor = events_.last_id();
-  auto found = store_.get(task_id, true);
+  auto found = read_task(task_id, true);
   if (!found.ok()) return done(found.status());
-  if (!*found) return done(Status::NotFound("no task with id " + task_id));
-  if (is_final((*found)->status)) return done(view_of(std::move(**found)));
+  if (wait.count() <= 0 || is_final(found->status) || shutting_down()) {
+    return done(view_of(std::move(*found)));
+  }
   auto poll = std::make_shared<LongPoll>(
       LongPoll{task_id, std::chrono::steady_clock::now() + wait, std::move(done)});
   {
@@ -318,9 +322,8 @@ void TaskService::get_async(const std::string& task_id, std::chrono::millisecond
       return answer(*poll);
     }
     polls_.emplace(task_id, poll);
-    if (polls_idle_) idle_cursor_ = std::min(idle_cursor_, cursor);
+    rewind_to_ = std::min(rewind_to_, cursor);
     if (!polls_thread_.joinable()) {
-      idle_cursor_ = cursor;
       polls_thread_ = std::thread([this] {
         name_this_thread("ts-longpoll");
         long_poll_loop();
@@ -328,52 +331,28 @@ void TaskService::get_async(const std::string& task_id, std::chrono::millisecond
     }
   }
   polls_cv_.notify_one();
-  // The long-poll thread may have passed the event that made it final before the poll was
-  // registered; that change is committed, so a read now sees it.
-  auto again = store_.get(task_id, true);
-  bool settled = !again.ok() || !*again || is_final((*again)->status) || shutting_down();
-  if (settled && claim(poll)) answer(*poll);
-}
-
-bool TaskService::claim(const LongPollPtr& poll) {
-  std::lock_guard<std::mutex> lock(polls_mu_);
-  auto [from, to] = polls_.equal_range(poll->task_id);
-  for (auto it = from; it != to; ++it) {
-    if (it->second == poll) {
-      polls_.erase(it);
-      return true;
-    }
-  }
-  return false;
 }
 
 void TaskService::answer(const LongPoll& poll) {
-  auto found = store_.get(poll.task_id, true);
+  auto found = read_task(poll.task_id, true);
   if (!found.ok()) return poll.done(found.status());
-  if (!*found) return poll.done(Status::NotFound("no task with id " + poll.task_id));
-  poll.done(view_of(std::move(**found)));
+  poll.done(view_of(std::move(*found)));
 }
 
 void TaskService::long_poll_loop() {
-  uint64_t cursor = 0;
-  {
-    std::lock_guard<std::mutex> lock(polls_mu_);
-    cursor = idle_cursor_;  // the first long-poll's
-  }
+  uint64_t cursor = UINT64_MAX;  // nothing watched yet
   for (;;) {
     std::vector<LongPollPtr> due, recheck;
     std::chrono::milliseconds sleep(100);  // the waits end within this of their deadline
     {
       std::unique_lock<std::mutex> lock(polls_mu_);
-      if (polls_.empty() && !polls_stop_) {
-        // Nothing to wait for: sleep here, not on every published event.
-        polls_idle_ = true;
-        idle_cursor_ = UINT64_MAX;
-        polls_cv_.wait(lock, [&] { return !polls_.empty() || polls_stop_; });
-        polls_idle_ = false;
-        cursor = idle_cursor_;
-      }
+      if (polls_.empty()) cursor = UINT64_MAX;  // the next poll's cursor says where to look
+      polls_cv_.wait(lock, [&] { return !polls_.empty() || polls_stop_; });
       if (polls_stop_) return;
+      // Back to the oldest cursor of the polls registered since: an event that made one final
+      // may be behind the events already looked at.
+      cursor = std::min(cursor, rewind_to_);
+      rewind_to_ = UINT64_MAX;
       auto now = std::chrono::steady_clock::now();
       for (const auto& [id, poll] : polls_) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(poll->deadline - now);
@@ -387,30 +366,39 @@ void TaskService::long_poll_loop() {
     {
       std::lock_guard<std::mutex> lock(polls_mu_);
       auto now = std::chrono::steady_clock::now();
-      for (auto it = polls_.begin(); it != polls_.end();) {
-        if (closed || it->second->deadline <= now) {
-          due.push_back(it->second);
-          it = polls_.erase(it);
-        } else {
-          ++it;
-        }
-      }
       for (const TaskEvent& e : events) {
         auto [from, to] = polls_.equal_range(e.task_id);
         for (auto it = from; it != to; ++it) due.push_back(it->second);
         polls_.erase(from, to);
       }
-      // Fallen behind the EventHub's ring: which of them turned final is found by reading.
-      if (lost) {
-        for (const auto& [id, poll] : polls_) recheck.push_back(poll);
+      for (auto it = polls_.begin(); it != polls_.end();) {
+        if (closed || it->second->deadline <= now) {
+          due.push_back(it->second);
+          it = polls_.erase(it);
+        } else {
+          // Fallen behind the EventHub's ring: whether it turned final is found by reading.
+          if (lost) recheck.push_back(it->second);
+          ++it;
+        }
       }
       if (closed) polls_done_ = true;  // from now on get_async answers on its own thread
     }
     for (const LongPollPtr& poll : due) answer(*poll);
     for (const LongPollPtr& poll : recheck) {
-      auto now_task = store_.get(poll->task_id, true);
-      bool settled = !now_task.ok() || !*now_task || is_final((*now_task)->status);
-      if (settled && claim(poll)) answer(*poll);
+      auto now_task = read_task(poll->task_id, true);
+      if (now_task.ok() && !is_final(now_task->status)) continue;
+      bool taken = false;
+      {
+        std::lock_guard<std::mutex> lock(polls_mu_);
+        auto [from, to] = polls_.equal_range(poll->task_id);
+        for (auto it = from; it != to && !taken; ++it) {
+          if (it->second == poll) {
+            polls_.erase(it);
+            taken = true;
+          }
+        }
+      }
+      if (taken) answer(*poll);
     }
     if (closed) return;
   }
@@ -458,18 +446,13 @@ StatusOr<Task> TaskService::cancel(const std::string& task_id) {
   if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
   auto was = store_.cancel(task_id, clock_.now_ms());
   if (!was.ok()) return was.status();
-  auto found = store_.get(task_id, true);
-  if (!found.ok()) return found.status();
-  if (!*found) return Status::NotFound("no task with id " + task_id);
-  return std::move(**found);
+  return read_task(task_id, true);
 }
 
 StatusOr<ResultFile> TaskService::result_file(const std::string& task_id) {
-  if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
-  auto found = store_.get(task_id, false);
+  auto found = read_task(task_id, false);
   if (!found.ok()) return found.status();
-  if (!*found) return Status::NotFound("no task with id " + task_id);
-  const Task& t = **found;
+  const Task& t = *found;
   if (t.status != TaskState::kDone) {
     return Status::Conflict("not_done", "task " + task_id + " is " +
                                             std::string(to_string(t.status)) + ", not DONE");

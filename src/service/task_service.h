@@ -150,10 +150,10 @@ class TaskService {
   StatusOr<Task> build_task(NewTask& request, int64_t now);
   // The view of a task as read now (queue position and start estimate while QUEUED).
   TaskView view_of(Task task);
+  // The task by id; kNotFound for a malformed or unknown id.
+  StatusOr<Task> read_task(const std::string& task_id, bool with_payload);
   // Reads the task and answers the long-poll with it.
   void answer(const LongPoll& poll);
-  // Takes the long-poll out of the waiting ones; false when another already took it.
-  bool claim(const LongPollPtr& poll);
   // The long-poll thread: answers the waiting ones as their tasks turn final (from the
   // EventHub), as their waits end, and all of them at shutdown.
   void long_poll_loop();
@@ -175,8 +175,9 @@ class TaskService {
   std::mutex polls_mu_;
   std::condition_variable polls_cv_;            // a long-poll came while none waited, or stop
   std::multimap<std::string, LongPollPtr> polls_;  // by task id; guarded by polls_mu_
-  bool polls_idle_ = false;      // the thread waits for a first long-poll; guarded by polls_mu_
-  uint64_t idle_cursor_ = 0;     // where it picks up the events then; guarded by polls_mu_
+  // The oldest EventHub cursor of the polls registered since the thread last looked; guarded
+  // by polls_mu_.
+  uint64_t rewind_to_ = UINT64_MAX;
   bool polls_done_ = false;      // the thread has ended (shutdown); guarded by polls_mu_
   bool polls_stop_ = false;      // ~TaskService; guarded by polls_mu_
   std::thread polls_thread_;     // started by the first long-poll; guarded by polls_mu_
