@@ -32,7 +32,7 @@ using httplib::Response;
 // read by the logger, all on the thread that serves the request.
 thread_local const char* t_route = "unmatched";
 thread_local std::chrono::steady_clock::time_point t_start;
-// The request's answer is held back (submit_deferred): the logger leaves it to the completion.
+// The request's answer is held back (hold()): the logger leaves it to answer().
 thread_local bool t_deferred = false;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
@@ -385,50 +385,59 @@ struct ApiServer::Impl {
     submit_task(std::move(*task), res);
   }
 
+  // A request answered after its handler returned (defer_response). The logger skips it;
+  // answer() counts it in the metrics when the answer is sent.
+  struct Held {
+    DeferredCompletion done;
+    const char* route;
+    std::chrono::steady_clock::time_point start;
+    CounterFamily::Cell* submitted = nullptr;  // a held submit's counter, once its task is built
+  };
+  // For a handler that checked can_defer_response().
+  static std::shared_ptr<Held> hold() {
+    t_deferred = true;
+    return std::make_shared<Held>(Held{defer_response(), t_route, t_start});
+  }
+  // Counts the request and sends `reply` (nullptr: the response its handler left).
+  void answer(Held& held, const char* method, int status, const ReplacementReply* reply) {
+    count_request(held.route, method, status, held.start);
+    held.done(reply);
+  }
+  // The JSON error of `st` in place of a held response; without keep_alive the connection is
+  // closed after it.
+  static ReplacementReply error_reply(const Status& st, bool keep_alive) {
+    return {http_status(st.code()), error_body(st), keep_alive};
+  }
+
   // A JSON submit: the 202 is written now and held back until the insert is durable, and this
   // thread serves other requests meanwhile instead of sleeping on the commit. A repeated
   // idempotency key is answered 200 with the first task instead, and a failed insert with its
-  // error (and the connection closed). The request is counted in the metrics when its answer is
-  // known, not when the handler returns.
+  // error (and the connection closed).
   void submit_deferred(NewTask task, Response& res) {
-    struct Pending {
-      DeferredCompletion done;
-      CounterFamily::Cell* submitted = nullptr;
-      const char* route = nullptr;
-      std::chrono::steady_clock::time_point start;
-    };
-    auto p = std::make_shared<Pending>();
-    p->done = defer_response();
-    if (!p->done) return reply_submit(res, svc.submit(std::move(task)));
-    p->route = t_route;
-    p->start = t_start;
-    t_deferred = true;
+    auto held = hold();
     Status st = svc.submit_nowait(
         std::move(task),
         [&](const Task& t) {
-          p->submitted = &submitted_cell(t.type);
+          held->submitted = &submitted_cell(t.type);
           res.set_header("Location", "/api/v1/tasks/" + t.task_id);
           send_text_json(res, 202, task_json(t, false));
         },
-        [this, p](const Status& committed, const Task* first) {
-          int status = !committed.ok() ? http_status(committed.code()) : first ? 200 : 202;
-          count_request(p->route, "POST", status, p->start);
+        [this, held](const Status& committed, const Task* first) {
           if (!committed.ok()) {
-            ReplacementReply instead{status, error_body(committed)};
-            return p->done(&instead);
+            ReplacementReply error = error_reply(committed, false);
+            return answer(*held, "POST", error.status, &error);
           }
           if (first) {
             ReplacementReply repeat{200, task_json(*first, false), true};
-            return p->done(&repeat);
+            return answer(*held, "POST", repeat.status, &repeat);
           }
-          p->submitted->inc();
-          p->done(nullptr);
+          held->submitted->inc();
+          answer(*held, "POST", 202, nullptr);
         });
     if (st.ok()) return;
     // Refused before the insert (backlog full, shutting down, invalid): answered at once.
     send_error(res, st);
-    count_request(p->route, "POST", res.status, p->start);
-    p->done(nullptr);
+    answer(*held, "POST", res.status, nullptr);
   }
 
   // http_requests_total and http_request_duration_seconds for one answered request. Each thread
@@ -562,23 +571,11 @@ struct ApiServer::Impl {
   // A long-poll (?wait=N): held back without a thread until the task is final or the wait is
   // over, then answered by the service's long-poll thread. Counted in the metrics when answered.
   void get_task_deferred(const std::string& id, int wait_s) {
-    struct Pending {
-      DeferredCompletion done;
-      const char* route = nullptr;
-      std::chrono::steady_clock::time_point start;
-    };
-    auto p = std::make_shared<Pending>(Pending{defer_response(), t_route, t_start});
-    t_deferred = true;
-    svc.get_async(id, std::chrono::seconds(wait_s), [this, p](StatusOr<TaskView> view) {
-      ReplacementReply reply{200, "", true};
-      if (view.ok()) {
-        reply.json_body = task_json(*view, true);
-      } else {
-        reply.status = http_status(view.status().code());
-        reply.json_body = error_body(view.status());
-      }
-      count_request(p->route, "GET", reply.status, p->start);
-      p->done(&reply);
+    auto held = hold();
+    svc.get_async(id, std::chrono::seconds(wait_s), [this, held](StatusOr<TaskView> view) {
+      ReplacementReply reply = view.ok() ? ReplacementReply{200, task_json(*view, true), true}
+                                         : error_reply(view.status(), true);
+      answer(*held, "GET", reply.status, &reply);
     });
   }
 
