@@ -274,6 +274,15 @@ TEST_CASE("e2e api: long-polls hold no serving thread - and shutdown answers the
   CHECK(status == 200);
   CHECK(other["status"] == "QUEUED");
   std::string second = server.submit("meanwhile");
+  // A long-poll on no task is answered at once with the JSON 404, not after its wait.
+  auto t_missing = std::chrono::steady_clock::now();
+  json missing = server.get("/api/v1/tasks/01m85wj7s6kt1ykfemt8secf9z?wait=20", &status);
+  CHECK(status == 404);
+  CHECK(missing["error"]["code"] == "not_found");
+  json malformed = server.get("/api/v1/tasks/not-an-id?wait=20", &status);
+  CHECK(status == 404);
+  CHECK(malformed["error"]["code"] == "not_found");
+  CHECK(std::chrono::steady_clock::now() - t_missing < std::chrono::seconds(10));
   CHECK(answered.load() == 0);  // every long-poll still waiting
 
   // SIGTERM: the long-polls are answered with the task as it is, and the server exits 0 long
