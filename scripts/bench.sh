@@ -16,24 +16,20 @@ SECS="${1:-10}"
 . scripts/load_common.sh
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$server/status"; }
 
-# The same request, paced: each connection waits `pace_ms` between requests.
-cat >"$tmp/paced.lua" <<'EOF'
-wrk.method = "POST"
-wrk.body = '{"type":"image","payload":{"prompt":"a red fox","n":1,"size":"512x512"}}'
-wrk.headers["Content-Type"] = "application/json"
+# The same request (post.lua), paced: each connection waits `pace_ms` between requests.
+{ cat "$tmp/post.lua"; cat <<'EOF'; } >"$tmp/paced.lua"
 local pace = tonumber(os.getenv("PACE_MS"))
 function delay() return pace end
 EOF
 
-# Submits each with its own Idempotency-Key (new keys: every one creates a task).
-cat >"$tmp/keyed.lua" <<'EOF'
+# The same request, each with its own Idempotency-Key (new keys: every one creates a task).
+{ cat "$tmp/post.lua"; cat <<'EOF'; } >"$tmp/keyed.lua"
 local threads, n, id = 0, 0, 0
 function setup(thread) threads = threads + 1; thread:set("id", threads) end
 function request()
   n = n + 1
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
-    ["Idempotency-Key"] = "bench-" .. id .. "-" .. n},
-    '{"type":"image","payload":{"prompt":"a red fox","n":1,"size":"512x512"}}')
+  wrk.headers["Idempotency-Key"] = "bench-" .. id .. "-" .. n
+  return wrk.format()
 end
 EOF
 
