@@ -4,11 +4,14 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "api/openapi.h"
@@ -131,6 +134,8 @@ Status check_json_body_type() {
 // A JSON body (at most --max-body, 1 MiB by default) must arrive within this long, however
 // slowly its bytes trickle in: --read-timeout bounds each read, not the whole body.
 constexpr auto kBodyDeadline = std::chrono::seconds(30);
+// What a client refused an event stream is told to wait before it tries again.
+constexpr int kRetryAfterStreamsS = 5;
 
 Status body_incomplete() {
   return Status::Malformed("the body ended before its declared length (Content-Length)");
@@ -213,6 +218,35 @@ struct ApiServer::Impl {
   const BlobStore& inputs;
   TokenSet tokens;
   RouteTable routes;
+  // SSE streams open now. Each holds a serving thread while it lasts, so past opt.max_streams a
+  // new one is refused (503) instead of taking the threads every other request needs.
+  std::atomic<int> open_streams{0};
+
+  // A stream's claim on one of opt.max_streams; given back when the last copy of the stream's
+  // content provider (which holds it) is destroyed, however the stream ended.
+  struct StreamClaim {
+    std::atomic<int>& open;
+    explicit StreamClaim(std::atomic<int>& o) : open(o) {}
+    StreamClaim(const StreamClaim&) = delete;
+    StreamClaim& operator=(const StreamClaim&) = delete;
+    ~StreamClaim() { open.fetch_sub(1, std::memory_order_acq_rel); }
+  };
+
+  // A claim for a new stream, or null (and the 503 sent) when opt.max_streams are open.
+  std::shared_ptr<StreamClaim> claim_stream(Response& res) {
+    if (open_streams.fetch_add(1, std::memory_order_acq_rel) >= opt.max_streams) {
+      open_streams.fetch_sub(1, std::memory_order_acq_rel);
+      Status st = Status::Unavailable(
+          "too_many_streams",
+          std::to_string(opt.max_streams) +
+              " event streams are open, the most this server serves at once (--max-streams); "
+              "retry later, or long-poll GET /api/v1/tasks/{id}?wait=30, which holds no thread");
+      st.with_retry_after(kRetryAfterStreamsS);
+      send_error(res, st);
+      return nullptr;
+    }
+    return std::make_shared<StreamClaim>(open_streams);
+  }
 
   Impl(ApiOptions o, TaskService& s, ServerView v, Metrics& m, const BlobStore& in)
       : opt(std::move(o)), svc(s), view(std::move(v)), metrics(m), inputs(in),
@@ -636,6 +670,29 @@ struct ApiServer::Impl {
     res.set_content(std::move(*bytes), type);
   }
 
+  // For an SSE stream: the events after *cursor that `filter` takes, waiting up to
+  // `heartbeat_s` for the first. The wait is cut into one-second slices with a look at the
+  // client between them, so a stream whose client has gone ends (and gives back its claim)
+  // within a second: a write to it would fail only at the second heartbeat after. Null when
+  // the client is gone.
+  std::optional<std::vector<TaskEvent>> next_events(
+      httplib::DataSink& sink, uint64_t* cursor, int heartbeat_s,
+      const std::function<bool(const TaskEvent&)>& filter, bool* lost) {
+    using namespace std::chrono;
+    auto until = steady_clock::now() + seconds(heartbeat_s);
+    for (;;) {
+      auto left = duration_cast<milliseconds>(until - steady_clock::now());
+      bool lost_now = false;
+      auto events = svc.events().wait_after(
+          cursor, std::clamp(left, milliseconds(0), milliseconds(1000)), filter, &lost_now);
+      if (lost) *lost = *lost || lost_now;
+      if (!events.empty() || svc.events().closed() || steady_clock::now() >= until) {
+        return events;
+      }
+      if (sink.is_writable && !sink.is_writable()) return std::nullopt;
+    }
+  }
+
   void task_events(const std::string& id, Response& res) {
     auto first = svc.get(id, std::chrono::milliseconds(0));
     uint64_t cursor = svc.events().last_id();
@@ -643,6 +700,8 @@ struct ApiServer::Impl {
     // snapshot and among the events, and the duplicate is skipped below, never lost.
     first = svc.get(id, std::chrono::milliseconds(0));
     if (!first.ok()) return send_error(res, first.status());
+    auto claim = claim_stream(res);
+    if (!claim) return;
     struct State {
       uint64_t cursor;
       std::string initial;  // the task's JSON when the stream opened
@@ -656,7 +715,8 @@ struct ApiServer::Impl {
     res.set_header("X-Accel-Buffering", "no");
     int heartbeat = opt.sse_heartbeat_s;
     res.set_chunked_content_provider(
-        "text/event-stream", [this, state, id, heartbeat](size_t, httplib::DataSink& sink) {
+        "text/event-stream",
+        [this, state, id, heartbeat, claim](size_t, httplib::DataSink& sink) {
           if (!state->sent_initial) {
             state->sent_initial = true;
             std::string data;
@@ -675,11 +735,12 @@ struct ApiServer::Impl {
             sink.done();
             return true;
           }
-          auto events = svc.events().wait_after(
-              &state->cursor, std::chrono::seconds(heartbeat),
+          auto events = next_events(
+              sink, &state->cursor, heartbeat,
               [&](const TaskEvent& e) { return e.task_id == id; }, nullptr);
-          if (events.empty()) return sse_write(sink, ": keep-alive\n\n");
-          for (const TaskEvent& e : events) {
+          if (!events) return false;
+          if (events->empty()) return sse_write(sink, ": keep-alive\n\n");
+          for (const TaskEvent& e : *events) {
             if (e.status == state->last_status && e.attempt == state->last_attempt) continue;
             state->last_status = e.status;
             state->last_attempt = e.attempt;
@@ -715,13 +776,16 @@ struct ApiServer::Impl {
     }
     std::optional<std::string> type;
     if (req.has_param("type")) type = req.get_param_value("type");
+    auto claim = claim_stream(res);
+    if (!claim) return;
     auto state = std::make_shared<uint64_t>(cursor);
     auto started = std::make_shared<bool>(false);
     res.set_header("Cache-Control", "no-cache");
     res.set_header("X-Accel-Buffering", "no");
     int heartbeat = opt.sse_heartbeat_s;
     res.set_chunked_content_provider(
-        "text/event-stream", [this, state, started, type, heartbeat](size_t, httplib::DataSink& sink) {
+        "text/event-stream",
+        [this, state, started, type, heartbeat, claim](size_t, httplib::DataSink& sink) {
           if (!*started) {
             *started = true;
             // A comment first, so clients and proxies see the stream open at once.
@@ -732,15 +796,16 @@ struct ApiServer::Impl {
             return true;
           }
           bool lost = false;
-          auto events = svc.events().wait_after(
-              state.get(), std::chrono::seconds(heartbeat),
+          auto events = next_events(
+              sink, state.get(), heartbeat,
               [&](const TaskEvent& e) { return !type || e.type == *type; }, &lost);
+          if (!events) return false;
           if (lost && !sse_write(sink, sse_event("{}", std::nullopt, "reset"))) {
             return false;
           }
-          if (events.empty()) return sse_write(sink, ": keep-alive\n\n");
+          if (events->empty()) return sse_write(sink, ": keep-alive\n\n");
           std::string batch;
-          for (const TaskEvent& e : events) {
+          for (const TaskEvent& e : *events) {
             std::string data;
             JsonWriter w(data);
             write_event(w, e);
@@ -877,6 +942,9 @@ struct ApiServer::Impl {
                 {"pool", "backend"}, inflight);
     write_gauge(out, "backend_slots", "Requests the backend may hold at once.",
                 {"pool", "backend"}, slots);
+    write_gauge(out, "http_event_streams_open",
+                "SSE streams open now; past --max-streams a new one gets 503 too_many_streams.",
+                {}, {{{}, static_cast<double>(open_streams.load())}});
     if (view.store_memory_bytes) {
       write_gauge(out, "store_sqlite_memory_bytes",
                   "Heap held by SQLite, page caches included (bounded by their cache_size).", {},

@@ -24,6 +24,7 @@ struct ApiOptions {
   size_t max_upload = 100u << 20;      // multipart bodies with an input file
   std::vector<std::string> api_tokens;  // empty: no auth
   int sse_heartbeat_s = 15;
+  int max_streams = 96;  // SSE streams open at once (each holds a serving thread); 503 beyond
   int max_wait_s = 60;
   std::string version;
 };

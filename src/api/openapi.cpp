@@ -114,6 +114,8 @@ json operation(const std::string& method, const RouteDoc& doc) {
   } else if (name == "task_events" || name == "events") {
     responses["200"] = {{"description", "text/event-stream"},
                         {"content", {{"text/event-stream", {{"schema", {{"type", "string"}}}}}}}};
+    responses["503"] = error_response("--max-streams streams are open (too_many_streams, "
+                                      "Retry-After), or shutting down");
   } else if (name == "cancel") {
     responses["200"] = json_response("The canceled task", "Task");
     responses["409"] = error_response("The task is already final");

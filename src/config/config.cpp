@@ -188,6 +188,7 @@ Parsed parse_command_line(int argc, char** argv) {
   add_layered(&app, layered, "max-queued", s.max_queued, "Queued tasks per pool before submits get 429");
   add_layered(&app, layered, "shutdown-grace", s.shutdown_grace_s, "Seconds running attempts may finish after SIGTERM");
   add_layered(&app, layered, "http-threads", s.http_threads, "HTTP serving threads (an SSE stream holds one while it lasts; a ?wait= long-poll or an idle keep-alive connection holds none)");
+  add_layered(&app, layered, "max-streams", s.max_streams, "SSE streams open at once, 503 beyond (0: three quarters of --http-threads)");
   add_layered(&app, layered, "max-body", s.max_body, "Largest JSON body in bytes (413 beyond)");
   add_layered(&app, layered, "max-upload", s.max_upload, "Largest multipart upload in bytes");
   add_layered(&app, layered, "max-result", s.max_result, "Largest backend answer kept as a result, in bytes");
@@ -293,8 +294,12 @@ Parsed parse_command_line(int argc, char** argv) {
     if (s.queue_capacity < 1 || s.max_queued < 1 || s.http_threads < 4 || s.max_body < 1024 ||
         s.fall < 1 || s.rise < 1 || s.max_fails < 1 || s.health_interval_ms < 10 ||
         s.max_attempts < 1 || s.max_attempts > 100 || s.default_timeout_s < 1 ||
-        s.max_timeout_s < s.default_timeout_s || s.sse_heartbeat_s < 1) {
+        s.max_timeout_s < s.default_timeout_s || s.sse_heartbeat_s < 1 || s.max_streams < 0) {
       throw CLI::ValidationError("settings", "a numeric setting is out of range (see --help)");
+    }
+    if (s.max_streams >= s.http_threads) {
+      throw CLI::ValidationError("--max-streams", "must be below --http-threads: each open stream "
+                                                  "holds a serving thread");
     }
     if (!s.api_token_file.empty()) {
       std::ifstream in(s.api_token_file);

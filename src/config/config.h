@@ -33,6 +33,7 @@ struct ServeConfig {
   int64_t max_queued = 100'000;
   int shutdown_grace_s = 30;
   int http_threads = 128;
+  int max_streams = 0;  // SSE streams open at once; 0: three quarters of http_threads
   int64_t max_body = 1 << 20;
   int64_t max_upload = 100ll << 20;
   int64_t max_result = 128ll << 20;

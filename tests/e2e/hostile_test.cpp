@@ -865,6 +865,101 @@ TEST_CASE("hostile: slow clients are cut off and do not stall the server") {
   check_server_fine(f.server, 0);
 }
 
+TEST_CASE("hostile: event streams past --max-streams get 503 instead of every serving thread") {
+  TempDir dir;
+  // 8 serving threads, so 6 (three quarters) may stream; the heartbeat is the default 15 s.
+  Server server(dir, {"--http-threads", "8", "--sse-heartbeat", "15"});  // no backend: QUEUED
+  REQUIRE(server.started());
+  const int port = port_of(server.url());
+  std::string id = server.submit("streamed to many");
+  auto open_streams = [&] {
+    httplib::Client cli = server.client(5);
+    auto r = cli.Get("/metrics");
+    const std::string key = "\nhttp_event_streams_open ";
+    size_t at = r ? r->body.find(key) : std::string::npos;
+    return at == std::string::npos ? -1.0 : std::stod(r->body.substr(at + key.size()));
+  };
+  CHECK(open_streams() == 0);
+
+  // Ten clients ask for a stream, more than there are threads: without the limit the eighth
+  // would take the last thread and the server would answer nobody else until a stream ended.
+  std::vector<std::unique_ptr<Sock>> streams;
+  int opened = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto s = std::make_unique<Sock>(port);
+    REQUIRE(s->ok());
+    auto deadline = Clock::now() + seconds(5);
+    send_all(s->fd(), get(i % 2 ? "/api/v1/events" : "/api/v1/tasks/" + id + "/events"),
+             deadline);
+    // Reads into `got` until `enough` says so, the peer closes or the deadline passes.
+    std::string got;
+    auto read_until = [&](const std::function<bool()>& enough) {
+      while (!enough()) {
+        pollfd p{s->fd(), POLLIN, 0};
+        if (::poll(&p, 1, ms_left(deadline)) <= 0) return;
+        char chunk[4096];
+        ssize_t n = ::recv(s->fd(), chunk, sizeof chunk, 0);
+        if (n <= 0) return;
+        got.append(chunk, static_cast<size_t>(n));
+      }
+    };
+    // A refusal is a whole response; a stream is a head and then chunks: read the head only.
+    read_until([&] { return got.find("\r\n\r\n") != std::string::npos; });
+    INFO("client " << i << ": " << got.substr(0, 400));
+    REQUIRE(got.rfind("HTTP/1.1 ", 0) == 0);
+    int status = std::atoi(got.c_str() + 9);
+    if (i < 6) {
+      CHECK(status == 200);
+      CHECK(got.find("Content-Type: text/event-stream") != std::string::npos);
+      ++opened;
+      streams.push_back(std::move(s));
+      continue;
+    }
+    CHECK(status == 503);
+    Reply r;
+    r.head = got.substr(0, got.find("\r\n\r\n"));
+    CHECK(r.header("retry-after") == "5");
+    std::string cl = r.header("content-length");
+    REQUIRE(!cl.empty());
+    const size_t whole = r.head.size() + 4 + std::stoul(cl);
+    read_until([&] { return got.size() >= whole; });
+    json e = json::parse(got.substr(r.head.size() + 4), nullptr, false);
+    CHECK(e["error"]["code"] == "too_many_streams");
+    CHECK(e["error"]["message"].get<std::string>().find("--max-streams") != std::string::npos);
+    record("event stream past --max-streams", status);
+  }
+  CHECK(opened == 6);
+  CHECK(open_streams() == 6);
+  // Everything else is still served, at once.
+  check_server_fine(server, 1);
+  int status = 0;
+  json t = server.get("/api/v1/tasks/" + id, &status);
+  CHECK(status == 200);
+  CHECK(t["status"] == "QUEUED");
+  server.submit("while six streams are open");
+
+  // The streaming clients go away without a word. Their streams end within a second or two
+  // (a write to them would first fail only at the second heartbeat, 30 s on), and a new
+  // stream is served again.
+  auto gone = Clock::now();
+  streams.clear();
+  CHECK(eventually([&] { return open_streams() == 0; }, seconds(6)));
+  CHECK(Clock::now() - gone < seconds(6));
+  Sock again(port);
+  send_all(again.fd(), get("/api/v1/events"), Clock::now() + seconds(5));
+  std::string head;
+  CHECK(wait_closed(again.fd(), milliseconds(1500), &head) == std::nullopt);  // stays open
+  CHECK(head.rfind("HTTP/1.1 200", 0) == 0);
+
+  // --max-streams must leave a thread for everything else.
+  Process p({taskserver_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir",
+             dir.path() + "/other", "--http-threads", "8", "--max-streams", "8"},
+            {}, dir.path(), "max-streams");
+  CHECK(p.wait(seconds(30)) > 0);
+  CHECK(p.stderr_text().find("--max-streams: must be below --http-threads") != std::string::npos);
+  CHECK(p.stdout_text().find("listening on") == std::string::npos);
+}
+
 TEST_CASE("hostile: a body cut short of its Content-Length is not taken as complete") {
   TempDir dir;
   MockBackend backend(dir, {"--latency-ms", "10"});
