@@ -4,6 +4,8 @@
 #   2. durable submits (POST /api/v1/tasks, keep-alive, 64 connections) with --sync full and
 #      --sync normal: throughput, p50/p99 latency; with full, also submits that each carry a
 #      new Idempotency-Key
+#      Each run also says where the CPU went: server and everything else (wrk) per request, and
+#      the share of the cores left idle
 #   3. p50/p99 submit latency at half the full-sync throughput (paced by wrk's delay())
 #   4. a backlog of 1,000,000 QUEUED tasks: start-up time and resident memory, against an
 #      empty store
@@ -33,9 +35,26 @@ function request()
 end
 EOF
 
-# wrk_run LABEL ARGS... → "rate p50_ms p99_ms non2xx"
+# CPU ticks so far: "server busy idle" (the server process; all cores busy and idle, from
+# /proc/stat).
+cpu_ticks() {
+  local srv; srv=$(awk '{print $14 + $15}' "/proc/$server/stat")
+  awk -v srv="$srv" '$1 == "cpu" { print srv, $2 + $3 + $4 + $7 + $8, $5 + $6 }' /proc/stat
+}
+
+# wrk_run ARGS... → "rate p50_ms p99_ms non2xx"; also writes where the CPU went to $tmp/cpu:
+# "server_us_per_request other_us_per_request idle_percent" (other: everything but the server
+# on this machine, which is wrk).
 wrk_run() {
+  local c0; c0=$(cpu_ticks)
   local out; out=$(wrk --latency "$@")
+  local c1; c1=$(cpu_ticks)
+  local n; n=$(awk '/requests in/{print $1}' <<<"$out")
+  awk -v a="$c0" -v b="$c1" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    split(a, x, " "); split(b, y, " ")
+    srv = y[1] - x[1]; busy = y[2] - x[2]; idle = y[3] - x[3]
+    printf "%.1f %.1f %.1f\n", srv * 1e6 / hz / n, (busy - srv) * 1e6 / hz / n, 100 * idle / (busy + idle)
+  }' >"$tmp/cpu"
   local rate p50 p99 bad
   rate=$(awk '/Requests\/sec/{print $2}' <<<"$out")
   p50=$(awk '$1=="50%"{print $2}' <<<"$out")
@@ -51,9 +70,13 @@ for sync in full normal; do
   start_server "$tmp/data-$sync" --sync "$sync"
   wrk -t2 -c64 -d2s "$url/health" >/dev/null  # warm-up
   read -r h_rate _ _ _ <<<"$(wrk_run -t2 -c64 -d"${SECS}s" "$url/health")"
+  read -r h_srv h_other h_idle <"$tmp/cpu"
   read -r s_rate s50 s99 s_bad <<<"$(wrk_run -t2 -c64 -d"${SECS}s" -s "$tmp/post.lua" "$url/api/v1/tasks")"
+  read -r s_srv s_other s_idle <"$tmp/cpu"
   R[$sync]="$h_rate $s_rate $s50 $s99 $s_bad"
+  R[cpu-$sync]="$h_srv $h_other $h_idle $s_srv $s_other $s_idle"
   echo "sync=$sync: GET /health ${h_rate}/s; submits ${s_rate}/s p50 ${s50} ms p99 ${s99} ms (non-2xx: $s_bad)"
+  echo "   CPU per request, server + the rest (wrk): /health ${h_srv} + ${h_other} us (idle ${h_idle}%); submits ${s_srv} + ${s_other} us (idle ${s_idle}%)"
   if [ "$sync" = full ]; then
     # Half the measured full-sync rate, spread over 64 paced connections.
     half=$(awk -v r="$s_rate" 'BEGIN{printf "%d", r/2}')
@@ -105,6 +128,10 @@ read -r h_full s_full s50_full s99_full bad_full <<<"${R[full]}"
 read -r h_norm s_norm s50_norm s99_norm bad_norm <<<"${R[normal]}"
 read -r half_target half_rate half50 half99 <<<"${R[half]}"
 read -r k_rate k50 k99 k_bad <<<"${R[keyed]}"
+read -r h_srv h_other h_idle s_srv s_other s_idle <<<"${R[cpu-full]}"
+# If both runs used every core, the ratio would be the inverse ratio of their CPU per request.
+cpu_ratio=$(awk -v a="$h_srv" -v b="$h_other" -v c="$s_srv" -v d="$s_other" \
+  'BEGIN{printf "%.2f", (a + b) / (c + d)}')
 ratio=$(awk -v s="$s_full" -v h="$h_full" 'BEGIN{printf "%.2f", s/h}')
 cat <<EOF
 
@@ -114,6 +141,7 @@ cat <<EOF
 | GET /health (sync=full run)               | ${h_full} req/s |
 | durable submits, --sync full              | ${s_full} req/s (p50 ${s50_full} ms, p99 ${s99_full} ms; non-2xx ${bad_full}) |
 | ratio to GET /health of the same run      | ${ratio} |
+| CPU per request, server + the rest (wrk)  | /health ${h_srv} + ${h_other} us (idle ${h_idle}%); submits ${s_srv} + ${s_other} us (idle ${s_idle}%): ratio ${cpu_ratio} with no idle |
 | submits, --sync normal                    | ${s_norm} req/s (p50 ${s50_norm} ms, p99 ${s99_norm} ms; non-2xx ${bad_norm}; /health ${h_norm}) |
 | --sync full at half load (${half_target}/s target) | ${half_rate} req/s, p50 ${half50} ms, p99 ${half99} ms |
 | --sync full, a new Idempotency-Key each   | ${k_rate} req/s (p50 ${k50} ms, p99 ${k99} ms; non-2xx ${k_bad}) |
