@@ -254,6 +254,12 @@ int serve(ServeConfig cfg, bool demo) {
     }
   }
   webhooks.start();
+  if (cfg.retain_final_s > 0) {
+    metrics.tasks_purged.cell({});  // shown at 0 until the first deletion
+    service.start_retention(std::chrono::seconds(cfg.retain_final_s), [&metrics](int64_t n) {
+      metrics.tasks_purged.inc({}, static_cast<double>(n));
+    });
+  }
 
   HttpServerOptions ho;
   ho.threads = cfg.http_threads;

@@ -147,6 +147,23 @@ void add_client_options(CLI::App* sub, ClientConfig& c) {
 
 }  // namespace
 
+std::optional<int64_t> parse_duration_s(const std::string& text) {
+  if (text.empty() || text.size() > 12) return std::nullopt;
+  int64_t unit = 1;
+  std::string digits = text;
+  switch (text.back()) {
+    case 's': unit = 1; digits.pop_back(); break;
+    case 'm': unit = 60; digits.pop_back(); break;
+    case 'h': unit = 3600; digits.pop_back(); break;
+    case 'd': unit = 86400; digits.pop_back(); break;
+    default: break;
+  }
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
+  int64_t n = std::stoll(digits);
+  if (n > 100LL * 365 * 86400 / unit) return std::nullopt;
+  return n * unit;
+}
+
 std::vector<std::string> urls_from_env(const std::string& prefix) {
   std::vector<std::string> urls;
   if (const char* v = std::getenv(prefix.c_str()); v && *v) urls.push_back(v);
@@ -189,6 +206,7 @@ Parsed parse_command_line(int argc, char** argv) {
   add_layered(&app, layered, "shutdown-grace", s.shutdown_grace_s, "Seconds running attempts may finish after SIGTERM");
   add_layered(&app, layered, "http-threads", s.http_threads, "HTTP serving threads (an SSE stream holds one while it lasts; a ?wait= long-poll or an idle keep-alive connection holds none)");
   add_layered(&app, layered, "max-streams", s.max_streams, "SSE streams open at once, 503 beyond (0: three quarters of --http-threads)");
+  add_layered(&app, layered, "retain-final", s.retain_final, "Delete final tasks and their results this long after they finished: 7d, 12h, 30m, 45s (0: keep them)");
   add_layered(&app, layered, "max-body", s.max_body, "Largest JSON body in bytes (413 beyond)");
   add_layered(&app, layered, "max-upload", s.max_upload, "Largest multipart upload in bytes");
   add_layered(&app, layered, "max-result", s.max_result, "Largest backend answer kept as a result, in bytes");
@@ -296,6 +314,12 @@ Parsed parse_command_line(int argc, char** argv) {
         s.max_attempts < 1 || s.max_attempts > 100 || s.default_timeout_s < 1 ||
         s.max_timeout_s < s.default_timeout_s || s.sse_heartbeat_s < 1 || s.max_streams < 0) {
       throw CLI::ValidationError("settings", "a numeric setting is out of range (see --help)");
+    }
+    if (auto keep = parse_duration_s(s.retain_final)) {
+      s.retain_final_s = *keep;
+    } else {
+      throw CLI::ValidationError("--retain-final", "must be a duration such as 7d, 12h, 30m, "
+                                                   "45s or 0, not \"" + s.retain_final + "\"");
     }
     if (s.max_streams >= s.http_threads) {
       throw CLI::ValidationError("--max-streams", "must be below --http-threads: each open stream "

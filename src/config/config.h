@@ -34,6 +34,10 @@ struct ServeConfig {
   int shutdown_grace_s = 30;
   int http_threads = 128;
   int max_streams = 0;  // SSE streams open at once; 0: three quarters of http_threads
+  // Final tasks are deleted, results and uploads with them, this long after they finished:
+  // "7d", "12h", "30m", "45s" (a bare number is seconds). "0": kept for ever.
+  std::string retain_final = "0";
+  int64_t retain_final_s = 0;  // parsed from retain_final
   int64_t max_body = 1 << 20;
   int64_t max_upload = 100ll << 20;
   int64_t max_result = 128ll << 20;
@@ -105,6 +109,10 @@ struct Parsed {
 };
 
 Parsed parse_command_line(int argc, char** argv);
+
+// "7d", "12h", "30m", "45s" or a bare number of seconds, in seconds; nullopt when it is none
+// of those (or over 100 years).
+std::optional<int64_t> parse_duration_s(const std::string& text);
 
 // The backend URLs in the environment for a prefix: PREFIX, then PREFIX_1 ... PREFIX_N in
 // numeric order (gaps allowed).

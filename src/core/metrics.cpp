@@ -151,7 +151,9 @@ Metrics::Metrics()
       backend_calls("backend_requests_total", "Requests to backends, by how they ended.",
                     {"pool", "backend", "outcome"}),
       webhook_deliveries("webhook_deliveries_total", "Webhook delivery attempts, by result.",
-                         {"outcome"}) {}
+                         {"outcome"}),
+      tasks_purged("tasks_purged_total",
+                   "Final tasks deleted with their results once older than --retain-final.", {}) {}
 
 void Metrics::render(std::string& out) const {
   http_requests.render(out);
@@ -163,6 +165,7 @@ void Metrics::render(std::string& out) const {
   task_duration.render(out);
   backend_calls.render(out);
   webhook_deliveries.render(out);
+  tasks_purged.render(out);
 }
 
 void write_gauge(std::string& out, const std::string& name, const std::string& help,

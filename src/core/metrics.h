@@ -80,6 +80,7 @@ class Metrics {
   HistogramFamily task_duration;        // task_processing_duration_seconds{task_type}
   CounterFamily backend_calls;          // backend_requests_total{pool,backend,outcome}
   CounterFamily webhook_deliveries;     // webhook_deliveries_total{outcome}
+  CounterFamily tasks_purged;           // tasks_purged_total (--retain-final)
   // Appends every stored family.
   void render(std::string& out) const;
 };

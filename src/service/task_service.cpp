@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "core/base64.h"
@@ -42,6 +43,7 @@ TaskService::TaskService(TaskStore& store, PoolDirectory& pools, EventHub& event
       clock_(clock) {}
 
 TaskService::~TaskService() {
+  stop_retention();  // when begin_shutdown() was not called (a start that failed half way)
   std::multimap<std::string, LongPollPtr> left;
   {
     std::lock_guard<std::mutex> lock(polls_mu_);
@@ -107,6 +109,64 @@ std::map<std::string, int64_t> TaskService::totals() const {
 void TaskService::begin_shutdown() {
   shutting_down_.store(true);
   events_.close();
+  stop_retention();
+}
+
+void TaskService::stop_retention() {
+  {
+    std::lock_guard<std::mutex> lock(retention_mu_);
+    retention_stop_ = true;
+  }
+  retention_cv_.notify_all();
+  if (retention_thread_.joinable()) retention_thread_.join();
+}
+
+StatusOr<int64_t> TaskService::purge_final(int64_t before_ms,
+                                           const std::function<void(int64_t)>& on_batch) {
+  // Small batches: each is one transaction of the writer, which submits wait behind.
+  constexpr int kBatch = 100;
+  int64_t total = 0;
+  for (;;) {
+    auto purged = store_.purge_final(before_ms, kBatch);
+    if (!purged.ok()) return purged.status();
+    for (const TaskStore::Purged& p : *purged) {
+      // After the commit: a crash in between leaves a file without its task, never the reverse.
+      results_.remove(p.task_id);
+      inputs_.remove(p.task_id);
+      totals_[static_cast<size_t>(p.status)].fetch_sub(1, std::memory_order_relaxed);
+    }
+    total += static_cast<int64_t>(purged->size());
+    if (on_batch && !purged->empty()) on_batch(static_cast<int64_t>(purged->size()));
+    // A long backlog of old tasks (the first round after --retain-final is set) must not hold
+    // up a shutdown: the next round goes on where this one stopped.
+    if (purged->size() < static_cast<size_t>(kBatch) || shutting_down_.load()) return total;
+  }
+}
+
+void TaskService::start_retention(std::chrono::seconds keep,
+                                  std::function<void(int64_t)> on_purged) {
+  // A tenth of the retention between rounds, from 1 s to 1 min: a task is deleted at most that
+  // long after it is due.
+  auto every = std::clamp<std::chrono::milliseconds>(keep / 10, std::chrono::seconds(1),
+                                                     std::chrono::minutes(1));
+  retention_thread_ = std::thread([this, keep, every, on_purged = std::move(on_purged)] {
+    name_this_thread("ts-retention");
+    std::unique_lock<std::mutex> lock(retention_mu_);
+    while (!retention_stop_) {
+      lock.unlock();
+      int64_t before = clock_.now_ms() -
+                       std::chrono::duration_cast<std::chrono::milliseconds>(keep).count();
+      auto n = purge_final(before, on_purged);
+      if (!n.ok()) {
+        spdlog::warn("retention: cannot delete old tasks: {}", n.status().message());
+      } else if (*n > 0) {
+        spdlog::info("retention: deleted {} final tasks that finished over {} s ago", *n,
+                     keep.count());
+      }
+      lock.lock();
+      retention_cv_.wait_for(lock, every, [this] { return retention_stop_; });
+    }
+  });
 }
 
 StatusOr<Task> TaskService::build_task(NewTask& r, int64_t now) {

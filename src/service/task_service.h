@@ -124,7 +124,17 @@ class TaskService {
   // Where that result is, to stream it; the same kNotFound/kConflict as result().
   StatusOr<ResultFile> result_file(const std::string& task_id);
 
-  // After this, submits get 503 shutting_down and waits return at once.
+  // Deletes final tasks (with their results and uploads) once they are older than `keep`, in
+  // rounds on a thread of its own, from now until begin_shutdown(); `on_purged(n)` after each
+  // transaction that deleted n > 0. Tasks whose webhook is still to be delivered are kept until
+  // it is.
+  void start_retention(std::chrono::seconds keep, std::function<void(int64_t)> on_purged);
+  // One round: every final task that finished before before_ms, in batches of a transaction
+  // each, `on_batch(n)` after each. Returns how many.
+  StatusOr<int64_t> purge_final(int64_t before_ms, const std::function<void(int64_t)>& on_batch);
+
+  // After this, submits get 503 shutting_down and waits return at once; the retention thread
+  // has ended when it returns.
   void begin_shutdown();
   bool shutting_down() const { return shutting_down_.load(); }
 
@@ -157,6 +167,8 @@ class TaskService {
   // The long-poll thread: answers the waiting ones as their tasks turn final (from the
   // EventHub), as their waits end, and all of them at shutdown.
   void long_poll_loop();
+  // Ends the retention thread, if any (the caller may not be that thread).
+  void stop_retention();
 
   TaskStore& store_;
   PoolDirectory& pools_;
@@ -181,6 +193,11 @@ class TaskService {
   bool polls_done_ = false;      // the thread has ended (shutdown); guarded by polls_mu_
   bool polls_stop_ = false;      // ~TaskService; guarded by polls_mu_
   std::thread polls_thread_;     // started by the first long-poll; guarded by polls_mu_
+
+  std::mutex retention_mu_;
+  std::condition_variable retention_cv_;  // stop
+  bool retention_stop_ = false;           // guarded by retention_mu_
+  std::thread retention_thread_;
 };
 
 }  // namespace ts

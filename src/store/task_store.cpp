@@ -794,6 +794,42 @@ StatusOr<TaskState> TaskStore::cancel(const std::string& task_id, int64_t now_ms
   return before;
 }
 
+StatusOr<std::vector<TaskStore::Purged>> TaskStore::purge_final(int64_t before_ms, int limit) {
+  std::vector<Purged> purged;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    purged.clear();
+    std::vector<int64_t> seqs;
+    {
+      // The status condition is the one of the index tasks_final_age, which gives the order:
+      // without INDEXED BY, SQLite picks tasks_by_status and sorts every final task.
+      StmtUse s(ctx.stmt(
+          "SELECT seq, task_id, status FROM tasks INDEXED BY tasks_final_age "
+          "WHERE status IN ('DONE', 'FAILED', 'CANCELED') "
+          "AND finished_at < ?1 AND (webhook_state IS NULL OR webhook_state != 'pending') "
+          "ORDER BY finished_at LIMIT ?2"));
+      s->bind(1, before_ms);
+      s->bind(2, limit);
+      while (s->executeStep()) {
+        seqs.push_back(s->getColumn(0).getInt64());
+        purged.push_back({s->getColumn(1).getString(),
+                          parse_task_state(s->getColumn(2).getString()).value_or(TaskState::kDone)});
+      }
+    }
+    for (const char* sql : {"DELETE FROM attempts WHERE task_seq = ?",
+                            "DELETE FROM webhook_deliveries WHERE task_seq = ?",
+                            "DELETE FROM tasks WHERE seq = ?"}) {
+      for (int64_t seq : seqs) {
+        StmtUse s(ctx.stmt(sql));
+        s->bind(1, seq);
+        s->exec();
+      }
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return purged;
+}
+
 StatusOr<TaskStore::RecoveryReport> TaskStore::recover_running(int64_t now_ms) {
   RecoveryReport report;
   Status st = write(true, [&](WriteContext& ctx) -> Status {

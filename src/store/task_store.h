@@ -139,6 +139,15 @@ class TaskStore {
   // At shutdown: rows still RUNNING go back to QUEUED without spending their attempt.
   StatusOr<int> release_running(int64_t now_ms);
 
+  // Deletes up to `limit` final tasks (DONE, FAILED, CANCELED) that finished before before_ms,
+  // oldest first, with their attempts and webhook deliveries; never one whose webhook is still
+  // to be delivered. Returns the tasks deleted: their result and input files are the caller's.
+  struct Purged {
+    std::string task_id;
+    TaskState status;
+  };
+  StatusOr<std::vector<Purged>> purge_final(int64_t before_ms, int limit);
+
   // Records one webhook delivery attempt and the new delivery state.
   Status record_webhook(int64_t seq, const WebhookDelivery& delivery,
                         const std::string& new_state, std::optional<int64_t> next_at);

@@ -3,6 +3,7 @@
 #include <set>
 #include <vector>
 
+#include "config/config.h"
 #include "core/base64.h"
 #include "core/ids.h"
 #include "core/task.h"
@@ -83,4 +84,19 @@ TEST_CASE("base64 round trips and rejects what is not base64") {
   CHECK_FALSE(base64url_decode("Zm8="));
   CHECK(base64_decode("QQ==") == "A");
   CHECK_FALSE(base64_decode("QR=="));  // non-canonical trailing bits
+}
+
+TEST_CASE("durations for --retain-final: a number and a unit, or seconds") {
+  CHECK(parse_duration_s("0") == 0);
+  CHECK(parse_duration_s("45") == 45);
+  CHECK(parse_duration_s("45s") == 45);
+  CHECK(parse_duration_s("30m") == 1800);
+  CHECK(parse_duration_s("12h") == 43200);
+  CHECK(parse_duration_s("7d") == 604800);
+  CHECK(parse_duration_s("36500d") == 36500LL * 86400);
+  for (const char* bad : {"", "d", "7x", "-1d", "1.5h", " 7d", "7d ", "7dd", "1e3",
+                          "36501d", "99999999999s", "1234567890123"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(parse_duration_s(bad).has_value());
+  }
 }

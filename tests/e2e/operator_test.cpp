@@ -1,4 +1,5 @@
 // Issue 6 end to end: metrics, readiness, auth, limits, JSON logs and the CLI client.
+#include <SQLiteCpp/SQLiteCpp.h>
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -261,4 +262,89 @@ TEST_CASE("e2e listen: binding beyond loopback without a token logs a warning") 
   CHECK(eventually([&] { return p.stderr_text().find("without --api-token") != std::string::npos; }));
   p.signal(SIGTERM);
   CHECK(p.wait(std::chrono::seconds(20)) == 0);
+}
+
+TEST_CASE("e2e retention: --retain-final deletes old final tasks with their results - nothing else") {
+  TempDir dir;
+  MockBackend b(dir, {"--latency-ms", "10"});
+  // The transcribe pool's only backend is a closed port: its tasks stay QUEUED.
+  Server server(dir, {"--retain-final", "2s"},
+                {{"IMAGE_GEN_URL", b.url()}, {"WHISPER_URL", "http://127.0.0.1:9"}});
+  REQUIRE(server.started());
+  CHECK(sample(metrics_text(server), "tasks_purged_total") == 0);
+  int status = 0;
+  std::vector<std::string> old;  // final, nothing pending: deleted once 2 s old
+  old.push_back(server.submit("one"));
+  old.push_back(server.submit("two", {{"idempotency_key", "kept-while-the-task-is"}}));
+  json queued = server.post("/api/v1/tasks", R"({"type":"transcribe","payload":{}})", &status);
+  REQUIRE(status == 202);
+  json canceled = server.post("/api/v1/tasks", R"({"type":"transcribe","payload":{}})", &status);
+  REQUIRE(status == 202);
+  server.del("/api/v1/tasks/" + canceled["task_id"].get<std::string>(), &status);
+  CHECK(status == 200);
+  old.push_back(canceled["task_id"]);
+  // Its webhook (to a closed port) is retried for minutes: the task is kept meanwhile.
+  std::string hooked = server.submit("hooked", {{"webhook_url", "http://127.0.0.1:9/hook"}});
+  for (const std::string& id : {old[0], old[1], hooked}) {
+    CHECK(server.wait_final(id)["status"] == "DONE");
+    CHECK(std::ifstream(server.data_dir() + "/results/" + id).good());
+  }
+  std::string repeat = server.post("/api/v1/tasks",
+                                    R"({"type":"image","payload":{"prompt":"two"},)"
+                                    R"("idempotency_key":"kept-while-the-task-is"})",
+                                    &status)["task_id"];
+  CHECK(status == 200);  // the first task, still there
+  CHECK(repeat == old[1]);
+
+  // Gone within the 2 s plus a round (1 s): rows, attempts, results; counted in the totals.
+  CHECK(eventually([&] {
+    for (const std::string& id : old) {
+      server.get("/api/v1/tasks/" + id, &status);
+      if (status != 404) return false;
+    }
+    return true;
+  }, std::chrono::seconds(15)));
+  for (const std::string& id : old) {
+    CAPTURE(id);
+    CHECK_FALSE(std::ifstream(server.data_dir() + "/results/" + id).good());
+    server.get("/api/v1/tasks/" + id + "/result", &status);
+    CHECK(status == 404);
+  }
+  CHECK(sample(metrics_text(server), "tasks_purged_total") == 3);
+  json stats = server.get("/api/v1/stats");
+  CHECK(stats["totals"]["DONE"] == 1);
+  CHECK(stats["totals"]["CANCELED"] == 0);
+  CHECK(stats["totals"]["QUEUED"] == 1);
+  {
+    SQLite::Database db(server.data_dir() + "/tasks.db", SQLite::OPEN_READONLY, 5000);
+    CHECK(db.execAndGet("SELECT COUNT(*) FROM tasks").getInt64() == 2);
+    // No attempt or webhook delivery is left of a deleted task.
+    CHECK(db.execAndGet("SELECT COUNT(*) FROM attempts WHERE task_seq NOT IN "
+                        "(SELECT seq FROM tasks)").getInt64() == 0);
+    CHECK(db.execAndGet("SELECT COUNT(*) FROM attempts").getInt64() >= 1);  // the kept DONE's
+    CHECK(db.execAndGet("SELECT COUNT(*) FROM webhook_deliveries WHERE task_seq NOT IN "
+                        "(SELECT seq FROM tasks)").getInt64() == 0);
+  }
+  // Not final, or its webhook still due: kept, however old.
+  json q = server.get("/api/v1/tasks/" + queued["task_id"].get<std::string>(), &status);
+  CHECK(status == 200);
+  CHECK(q["status"] == "QUEUED");
+  json h = server.get("/api/v1/tasks/" + hooked, &status);
+  CHECK(status == 200);
+  CHECK(std::ifstream(server.data_dir() + "/results/" + hooked).good());
+  // A deleted task's idempotency key is free again: the same submit creates a new task.
+  json again = server.post("/api/v1/tasks",
+                           R"({"type":"image","payload":{"prompt":"two"},)"
+                           R"("idempotency_key":"kept-while-the-task-is"})",
+                           &status);
+  CHECK(status == 202);
+  CHECK(again["task_id"] != old[1]);
+
+  // A retention that is not a duration is refused.
+  int code = 0;
+  std::string out = run_cli(dir, {"serve", "--listen", "127.0.0.1:0", "--data-dir",
+                                  dir.path() + "/other", "--retain-final", "7x"},
+                            &code, "bad-retention");
+  CHECK(code > 0);
+  CHECK(out.find("--retain-final: must be a duration such as 7d") != std::string::npos);
 }
