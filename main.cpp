@@ -254,12 +254,6 @@ int serve(ServeConfig cfg, bool demo) {
     }
   }
   webhooks.start();
-  if (cfg.retain_final_s > 0) {
-    metrics.tasks_purged.cell({});  // shown at 0 until the first deletion
-    service.start_retention(std::chrono::seconds(cfg.retain_final_s), [&metrics](int64_t n) {
-      metrics.tasks_purged.inc({}, static_cast<double>(n));
-    });
-  }
 
   HttpServerOptions ho;
   ho.threads = cfg.http_threads;
@@ -292,6 +286,13 @@ int serve(ServeConfig cfg, bool demo) {
   if (bound < 0) {
     spdlog::error("{}", error);
     return 1;
+  }
+  // Only a server that serves deletes anything: not one that failed to start.
+  if (cfg.retain_final_s > 0) {
+    metrics.tasks_purged.cell({});  // shown at 0 until the first deletion
+    service.start_retention(std::chrono::seconds(cfg.retain_final_s), [&metrics](int64_t n) {
+      metrics.tasks_purged.inc({}, static_cast<double>(n));
+    });
   }
   if (cfg.api_tokens.empty() && host != "127.0.0.1" && host != "localhost" && host != "::1") {
     spdlog::warn("listening on {} without --api-token: anyone who reaches this address can "

@@ -638,7 +638,7 @@ struct ApiServer::Impl {
     auto file = svc.result_file(id);
     if (!file.ok()) return send_error(res, file.status());
     auto in = std::make_shared<std::ifstream>(file->path, std::ios::binary);
-    if (!*in) return send_error(res, Status::Internal("the result file of task " + id + " is missing"));
+    if (!*in) return send_error(res, svc.missing_result(id));
     in->seekg(0, std::ios::end);
     size_t size = static_cast<size_t>(in->tellg());
     res.status = 200;

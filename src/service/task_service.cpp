@@ -139,7 +139,10 @@ StatusOr<int64_t> TaskService::purge_final(int64_t before_ms,
     if (on_batch && !purged->empty()) on_batch(static_cast<int64_t>(purged->size()));
     // A long backlog of old tasks (the first round after --retain-final is set) must not hold
     // up a shutdown: the next round goes on where this one stopped.
-    if (purged->size() < static_cast<size_t>(kBatch) || shutting_down_.load()) return total;
+    if (purged->size() < static_cast<size_t>(kBatch) || shutting_down_.load() ||
+        retention_stop_.load()) {
+      return total;
+    }
   }
 }
 
@@ -152,7 +155,7 @@ void TaskService::start_retention(std::chrono::seconds keep,
   retention_thread_ = std::thread([this, keep, every, on_purged = std::move(on_purged)] {
     name_this_thread("ts-retention");
     std::unique_lock<std::mutex> lock(retention_mu_);
-    while (!retention_stop_) {
+    while (!retention_stop_.load()) {
       lock.unlock();
       int64_t before = clock_.now_ms() -
                        std::chrono::duration_cast<std::chrono::milliseconds>(keep).count();
@@ -164,7 +167,7 @@ void TaskService::start_retention(std::chrono::seconds keep,
                      keep.count());
       }
       lock.lock();
-      retention_cv_.wait_for(lock, every, [this] { return retention_stop_; });
+      retention_cv_.wait_for(lock, every, [this] { return retention_stop_.load(); });
     }
   });
 }
@@ -524,8 +527,15 @@ StatusOr<Blob> TaskService::result(const std::string& task_id) {
   auto file = result_file(task_id);
   if (!file.ok()) return file.status();
   auto bytes = results_.read(task_id);
-  if (!bytes.ok()) return Status::Internal("the result file of task " + task_id + " is missing");
+  if (!bytes.ok()) return missing_result(task_id);
   return Blob{std::move(*bytes), file->content_type};
+}
+
+Status TaskService::missing_result(const std::string& task_id) {
+  // --retain-final may have deleted the task since it was read: then it is simply not found.
+  auto again = result_file(task_id);
+  if (!again.ok()) return again.status();
+  return Status::Internal("the result file of task " + task_id + " is missing");
 }
 
 }  // namespace ts

@@ -123,6 +123,9 @@ class TaskService {
   StatusOr<Blob> result(const std::string& task_id);
   // Where that result is, to stream it; the same kNotFound/kConflict as result().
   StatusOr<ResultFile> result_file(const std::string& task_id);
+  // Why a DONE task's result file could not be opened: kNotFound when the task was deleted
+  // meanwhile (--retain-final), else kInternal.
+  Status missing_result(const std::string& task_id);
 
   // Deletes final tasks (with their results and uploads) once they are older than `keep`, in
   // rounds on a thread of its own, from now until begin_shutdown(); `on_purged(n)` after each
@@ -196,7 +199,7 @@ class TaskService {
 
   std::mutex retention_mu_;
   std::condition_variable retention_cv_;  // stop
-  bool retention_stop_ = false;           // guarded by retention_mu_
+  std::atomic<bool> retention_stop_{false};  // set under retention_mu_
   std::thread retention_thread_;
 };
 

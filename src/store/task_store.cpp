@@ -796,7 +796,9 @@ StatusOr<TaskState> TaskStore::cancel(const std::string& task_id, int64_t now_ms
 
 StatusOr<std::vector<TaskStore::Purged>> TaskStore::purge_final(int64_t before_ms, int limit) {
   std::vector<Purged> purged;
-  Status st = write(false, [&](WriteContext& ctx) -> Status {
+  // In a savepoint: a delete that fails (a full disk) takes the ones before it back with it,
+  // instead of committing rows whose files the caller would then not remove.
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
     purged.clear();
     std::vector<int64_t> seqs;
     {

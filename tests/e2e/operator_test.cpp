@@ -339,6 +339,18 @@ TEST_CASE("e2e retention: --retain-final deletes old final tasks with their resu
                            &status);
   CHECK(status == 202);
   CHECK(again["task_id"] != old[1]);
+  CHECK(server.wait_final(again["task_id"])["status"] == "DONE");
+
+  // A server that cannot start (its port is taken) deletes nothing, however old the tasks.
+  CHECK(server.stop() == 0);
+  int64_t rows = server.count_rows();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // `again` is 1 s old
+  int bind_code = 0;
+  std::string bind_out = run_cli(dir, {"serve", "--listen", "127.0.0.1:" + std::to_string(b.port()),
+                                       "--data-dir", server.data_dir(), "--retain-final", "1s"},
+                                 &bind_code, "port-taken");
+  CHECK(bind_code == 1);
+  CHECK(server.count_rows() == rows);
 
   // A retention that is not a duration is refused.
   int code = 0;
