@@ -660,6 +660,14 @@ DeferredCompletion defer_response() {
 }
 
 HttpServer::HttpServer(const HttpServerOptions& options) : options_(options) {
+  // httplib's default socket options add SO_REUSEPORT to SO_REUSEADDR: a second server started
+  // on the same port by mistake then binds as well and silently takes part of the connections
+  // (tasks submitted to one are unknown to the other). SO_REUSEADDR alone still lets a restart
+  // bind while the old connections linger in TIME_WAIT.
+  set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   set_tcp_nodelay(true);
   set_keep_alive_max_count(static_cast<size_t>(options.keep_alive_max_count));
   set_keep_alive_timeout(options.keep_alive_timeout_s);

@@ -312,3 +312,16 @@ TEST_CASE("a thread stuck in a slow request lends its turn: others are served me
     CHECK(RawClient::count(slow.read_responses(1, 5000), "HTTP/1.1 200") == 1);
   }
 }
+
+TEST_CASE("a second server cannot bind a port a running one listens on") {
+  // httplib's default socket options include SO_REUSEPORT, with which both would listen and
+  // share the connections between two unrelated servers.
+  Fixture f(one_thread());
+  HttpServer second(one_thread());
+  std::string error;
+  CHECK(second.bind("127.0.0.1", f.port, &error) == -1);
+  CHECK(error.find("Address already in use") != std::string::npos);
+  RawClient c(f.port);
+  c.send("GET /now HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(c.read_responses(1, 2000).find("now") != std::string::npos);
+}
