@@ -265,8 +265,7 @@ int serve(ServeConfig cfg, bool demo) {
   ao.max_upload = static_cast<size_t>(cfg.max_upload);
   ao.api_tokens = cfg.api_tokens;
   ao.sse_heartbeat_s = cfg.sse_heartbeat_s;
-  // Each open stream holds a serving thread: the rest are left for every other request.
-  ao.max_streams = cfg.max_streams > 0 ? cfg.max_streams : cfg.http_threads * 3 / 4;
+  ao.max_streams = cfg.max_streams;
   ao.version = TASKSERVER_VERSION;
   ServerView view;
   view.pools = [&pools] { return pools.stats(); };

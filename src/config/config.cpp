@@ -325,6 +325,8 @@ Parsed parse_command_line(int argc, char** argv) {
       throw CLI::ValidationError("--max-streams", "must be below --http-threads: each open stream "
                                                   "holds a serving thread");
     }
+    // Each open stream holds a serving thread: a quarter are always left for everything else.
+    if (s.max_streams == 0) s.max_streams = s.http_threads * 3 / 4;
     if (!s.api_token_file.empty()) {
       std::ifstream in(s.api_token_file);
       if (!in) throw CLI::ValidationError("--api-token-file", "cannot read " + s.api_token_file);

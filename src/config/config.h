@@ -33,7 +33,7 @@ struct ServeConfig {
   int64_t max_queued = 100'000;
   int shutdown_grace_s = 30;
   int http_threads = 128;
-  int max_streams = 0;  // SSE streams open at once; 0: three quarters of http_threads
+  int max_streams = 0;  // SSE streams open at once; 0 (resolved by parsing): 3/4 of http_threads
   // Final tasks are deleted, results and uploads with them, this long after they finished:
   // "7d", "12h", "30m", "45s" (a bare number is seconds). "0": kept for ever.
   std::string retain_final = "0";
