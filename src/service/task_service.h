@@ -132,9 +132,6 @@ class TaskService {
   // transaction that deleted n > 0. Tasks whose webhook is still to be delivered are kept until
   // it is.
   void start_retention(std::chrono::seconds keep, std::function<void(int64_t)> on_purged);
-  // One round: every final task that finished before before_ms, in batches of a transaction
-  // each, `on_batch(n)` after each. Returns how many.
-  StatusOr<int64_t> purge_final(int64_t before_ms, const std::function<void(int64_t)>& on_batch);
 
   // After this, submits get 503 shutting_down and waits return at once; the retention thread
   // has ended when it returns.
@@ -172,6 +169,9 @@ class TaskService {
   void long_poll_loop();
   // Ends the retention thread, if any (the caller may not be that thread).
   void stop_retention();
+  // One round: every final task that finished before before_ms, in batches of a transaction
+  // each, `on_batch(n)` after each. Returns how many.
+  StatusOr<int64_t> purge_final(int64_t before_ms, const std::function<void(int64_t)>& on_batch);
 
   TaskStore& store_;
   PoolDirectory& pools_;
