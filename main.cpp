@@ -59,6 +59,10 @@ class Pools final : public PoolDirectory {
     return pools_.at(type)->options().max_timeout_s;
   }
   void on_change(const TaskChange& change) override { pools_.at(change.type)->on_change(change); }
+  StatusOr<int64_t> queue_position(const std::string& type, int priority,
+                                   int64_t seq) const override {
+    return pools_.at(type)->queue_position(priority, seq);
+  }
   std::optional<int64_t> estimate_start_ms(const std::string& type,
                                            int64_t position) const override {
     return pools_.at(type)->estimate_start_ms(position);

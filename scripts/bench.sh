@@ -118,7 +118,11 @@ depth=$(curl -s "$url/api/v1/stats/queues" | jq '.queues[] | select(.pool=="imag
 in_memory=$(curl -s "$url/api/v1/stats/queues" | jq '.queues[] | select(.pool=="image") | .in_memory')
 # The server still takes work on top of the backlog.
 code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST "$url/api/v1/image/async" -d '{"prompt":"on top"}')
-pos=$(curl -s "$url/api/v1/tasks?limit=1" | jq -r '.tasks[0].task_id' | xargs -I{} curl -s "$url/api/v1/tasks/{}" | jq .queue_position)
+newest=$(curl -s "$url/api/v1/tasks?limit=1" | jq -r '.tasks[0].task_id')
+pos=$(curl -s "$url/api/v1/tasks/$newest" | jq .queue_position)
+# Its clients poll it: each GET counts what is ahead of it.
+pos_ms=$(curl -s -o /dev/null -w '%{time_total}' "$url/api/v1/tasks/$newest" | awk '{printf "%.2f", $1 * 1000}')
+read -r poll_rate _ poll99 _ <<<"$(wrk_run -t2 -c16 -d2s "$url/api/v1/tasks/$newest")"
 # A submit burst on top of the backlog: the store is big, the path is the same.
 read -r b_rate _ b99 _ <<<"$(wrk_run -t2 -c64 -d"$(( SECS / 2 > 2 ? SECS / 2 : 2 ))s" -s "$tmp/post.lua" "$url/api/v1/tasks")"
 rss_after=$(rss_kb)
@@ -151,4 +155,5 @@ cat <<EOF
 | RSS, 1,000,000 queued (channel ${in_memory} in memory, depth ${depth}) | $((rss_big / 1024)) MiB |
 | RSS after a ${SECS}-ish s submit burst on top | $((rss_after / 1024)) MiB (burst ${b_rate} req/s, p99 ${b99} ms) |
 | submit on top of the backlog              | HTTP ${code}, newest task's queue_position ${pos} |
+| GET of that newest task (queue_position)  | ${pos_ms} ms; polled by 16 connections ${poll_rate} req/s, p99 ${poll99} ms |
 EOF

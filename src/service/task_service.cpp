@@ -352,16 +352,18 @@ TaskView TaskService::view_of(Task task) {
   TaskView view;
   view.task = std::move(task);
   const Task& t = view.task;
-  if (t.status == TaskState::kQueued) {
-    auto pos = store_.queue_position(t.type, t.priority, t.seq);
-    if (pos.ok()) {
-      view.queue_position = *pos;
-      view.estimated_start_ms = pools_.estimate_start_ms(t.type, *pos);
-      if (view.estimated_start_ms && t.next_attempt_at &&
-          *t.next_attempt_at > *view.estimated_start_ms) {
-        view.estimated_start_ms = t.next_attempt_at;
-      }
-    }
+  if (t.status != TaskState::kQueued) return view;
+  // A task of a type no pool serves (any more: the store outlives the configuration) is
+  // counted in the store, the slow way, and has no estimate.
+  bool pooled = pools_.has_pool(t.type);
+  auto pos = pooled ? pools_.queue_position(t.type, t.priority, t.seq)
+                    : store_.queue_position(t.type, t.priority, t.seq);
+  if (!pos.ok()) return view;
+  view.queue_position = *pos;
+  if (pooled) view.estimated_start_ms = pools_.estimate_start_ms(t.type, *pos);
+  if (view.estimated_start_ms && t.next_attempt_at &&
+      *t.next_attempt_at > *view.estimated_start_ms) {
+    view.estimated_start_ms = t.next_attempt_at;
   }
   return view;
 }

@@ -42,6 +42,9 @@ class PoolDirectory {
   // A committed change, in commit order: feeds the pool's queue and counters; a cancel takes
   // the task out of the queue or aborts its backend call.
   virtual void on_change(const TaskChange& change) = 0;
+  // QUEUED tasks of `type` that run before a queued one of this priority and seq.
+  virtual StatusOr<int64_t> queue_position(const std::string& type, int priority,
+                                           int64_t seq) const = 0;
   virtual std::optional<int64_t> estimate_start_ms(const std::string& type,
                                                    int64_t position) const = 0;
 };

@@ -1068,6 +1068,41 @@ StatusOr<int64_t> TaskStore::queue_position(const std::string& type, int priorit
   });
 }
 
+StatusOr<std::vector<TaskStore::QueuedBlock>> TaskStore::queued_blocks(const std::string& type,
+                                                                       int block_bits) {
+  return guarded([&]() -> StatusOr<std::vector<QueuedBlock>> {
+    auto conn = readers_->lease();
+    // One pass over tasks_ready (a covering index), in its own order: no sort.
+    StmtUse s(conn->cache.stmt(
+        "SELECT priority, seq >> ?2, COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ?1 "
+        "GROUP BY priority, seq >> ?2"));
+    s->bind(1, type);
+    s->bind(2, block_bits);
+    std::vector<QueuedBlock> out;
+    while (s->executeStep()) {
+      out.push_back(
+          {s->getColumn(0).getInt(), s->getColumn(1).getInt64(), s->getColumn(2).getInt64()});
+    }
+    return out;
+  });
+}
+
+StatusOr<int64_t> TaskStore::count_queued_between(const std::string& type, int priority,
+                                                  int64_t from_seq, int64_t before_seq) {
+  return guarded([&]() -> StatusOr<int64_t> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt(
+        "SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ? AND priority = ? "
+        "AND seq >= ? AND seq < ?"));
+    s->bind(1, type);
+    s->bind(2, priority);
+    s->bind(3, from_seq);
+    s->bind(4, before_seq);
+    s->executeStep();
+    return s->getColumn(0).getInt64();
+  });
+}
+
 StatusOr<std::optional<int64_t>> TaskStore::oldest_queued_created_at(const std::string& type) {
   return guarded([&]() -> StatusOr<std::optional<int64_t>> {
     auto conn = readers_->lease();

@@ -166,8 +166,19 @@ class TaskStore {
   // When the next delayed retry of `type` falls due, if any is waiting past now_ms.
   StatusOr<std::optional<int64_t>> next_due(const std::string& type, int64_t now_ms);
   StatusOr<int64_t> count_queued(const std::string& type);
-  // Number of QUEUED tasks of `type` that run before one of this priority and seq.
+  // Number of QUEUED tasks of `type` that run before one of this priority and seq. Visits each
+  // of them: a pool answers from its BacklogRanks instead (queued_blocks, count_queued_between).
   StatusOr<int64_t> queue_position(const std::string& type, int priority, int64_t seq);
+  // The QUEUED tasks of `type` counted by priority and by block of 2^block_bits seqs.
+  struct QueuedBlock {
+    int priority = 0;
+    int64_t block = 0;  // seq >> block_bits
+    int64_t count = 0;
+  };
+  StatusOr<std::vector<QueuedBlock>> queued_blocks(const std::string& type, int block_bits);
+  // QUEUED tasks of `type` and `priority` with from_seq <= seq < before_seq.
+  StatusOr<int64_t> count_queued_between(const std::string& type, int priority,
+                                         int64_t from_seq, int64_t before_seq);
   StatusOr<std::optional<int64_t>> oldest_queued_created_at(const std::string& type);
   StatusOr<std::map<std::string, int64_t>> count_by_status();
   // Tasks whose webhook delivery is due by now_ms.

@@ -61,9 +61,13 @@ WorkerPool::WorkerPool(PoolOptions options, TaskStore& store, const BlobStore& r
 WorkerPool::~WorkerPool() { shutdown(std::chrono::milliseconds(0)); }
 
 Status WorkerPool::start() {
-  auto queued = store_.count_queued(options_.name);
-  if (!queued.ok()) return queued.status();
-  queued_.store(*queued);
+  auto blocks = store_.queued_blocks(options_.name, BacklogRanks::kBlockBits);
+  if (!blocks.ok()) return blocks.status();
+  std::vector<BacklogRanks::BlockCount> counts;
+  counts.reserve(blocks->size());
+  for (const TaskStore::QueuedBlock& b : *blocks) counts.push_back({b.priority, b.block, b.count});
+  ranks_.reset(counts);
+  queued_.store(ranks_.total());
   running_count_.store(0);  // recovery put every RUNNING row back before the pools start
   queue_.start();
   checker_ = std::make_unique<HealthChecker>(balancer_, options_.health);
@@ -105,8 +109,14 @@ void WorkerPool::shutdown(std::chrono::milliseconds grace) {
 }
 
 void WorkerPool::on_change(const TaskChange& c) {
-  if (c.from == TaskState::kQueued) queued_.fetch_sub(1);
-  if (c.to == TaskState::kQueued) queued_.fetch_add(1);
+  if (c.from == TaskState::kQueued) {
+    queued_.fetch_sub(1);
+    ranks_.add(c.priority, c.seq, -1);
+  }
+  if (c.to == TaskState::kQueued) {
+    queued_.fetch_add(1);
+    ranks_.add(c.priority, c.seq, +1);
+  }
   if (c.from == TaskState::kRunning) running_count_.fetch_sub(1);
   if (c.to == TaskState::kRunning) running_count_.fetch_add(1);
   // New tasks go straight into the channel; requeued ones are handed back by their worker, and
@@ -336,6 +346,14 @@ void WorkerPool::watchdog_loop() {
     }
     cv_.wait_for(lock, std::chrono::milliseconds(kWatchdogTickMs));
   }
+}
+
+StatusOr<int64_t> WorkerPool::queue_position(int priority, int64_t seq) const {
+  BacklogRanks::Ahead ahead = ranks_.ahead(priority, seq);
+  auto in_block = store_.count_queued_between(options_.name, priority, ahead.block_first_seq, seq);
+  if (!in_block.ok()) return in_block.status();
+  // The counts follow commits a moment after a reader sees them: never below zero.
+  return std::max<int64_t>(0, ahead.outside_block + *in_block);
 }
 
 std::optional<int64_t> WorkerPool::estimate_start_ms(int64_t position) const {

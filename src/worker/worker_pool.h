@@ -26,6 +26,7 @@
 #include "balancer/balancer.h"
 #include "balancer/health_checker.h"
 #include "core/clock.h"
+#include "queue/backlog_ranks.h"
 #include "queue/ready_queue.h"
 #include "store/blob_store.h"
 #include "store/task_store.h"
@@ -104,6 +105,9 @@ class WorkerPool {
   bool try_reserve();
   void unreserve();
 
+  // How many QUEUED tasks of this pool run before a queued one of `priority` and `seq`: a few
+  // counts in memory and one over at most BacklogRanks::kBlockSeqs rows of the store.
+  StatusOr<int64_t> queue_position(int priority, int64_t seq) const;
   // When a task at `position` (0: next) may start, from recent durations and slots.
   std::optional<int64_t> estimate_start_ms(int64_t position) const;
   PoolStats stats() const;
@@ -138,6 +142,7 @@ class WorkerPool {
   int worker_count_ = 1;
 
   std::atomic<int64_t> queued_{0};    // QUEUED rows of this pool in the store
+  BacklogRanks ranks_;                // the same rows by priority and seq block
   std::atomic<int64_t> reserved_{0};  // admitted submits not yet committed
   std::atomic<int64_t> running_count_{0};
   std::atomic<int> busy_{0};

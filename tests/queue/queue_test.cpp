@@ -2,11 +2,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <vector>
 
 #include "core/clock.h"
+#include "queue/backlog_ranks.h"
 #include "queue/channel.h"
 #include "queue/ready_queue.h"
 #include "support/harness.h"
@@ -151,4 +154,55 @@ TEST_CASE("given back items are not duplicated by the feeder") {
   q.give_back(*item);
   CHECK(q.size() == 1);
   q.stop();
+}
+
+TEST_CASE("backlog ranks count what runs ahead as a scan of every task would") {
+  BacklogRanks ranks;
+  // Seqs over five blocks, with holes; priorities 0 to 9.
+  std::map<int64_t, int> queued;  // seq → priority
+  std::mt19937 rng(7);
+  for (int64_t seq = 1; seq < 5 * BacklogRanks::kBlockSeqs; seq += 1 + rng() % 5) {
+    queued[seq] = static_cast<int>(rng() % 10);
+  }
+  // Half from a start-up count, half added one by one as the commit listener would.
+  std::map<std::pair<int, int64_t>, int64_t> blocks;
+  size_t k = 0;
+  for (auto& [seq, prio] : queued) {
+    if (k++ % 2 == 0) {
+      ++blocks[{prio, BacklogRanks::block_of(seq)}];
+    }
+  }
+  std::vector<BacklogRanks::BlockCount> counts;
+  for (auto& [key, n] : blocks) counts.push_back({key.first, key.second, n});
+  ranks.reset(counts);
+  k = 0;
+  for (auto& [seq, prio] : queued) {
+    if (k++ % 2 == 1) ranks.add(prio, seq, +1);
+  }
+  // Some leave the queue (run or canceled).
+  for (auto it = queued.begin(); it != queued.end();) {
+    if (rng() % 3 == 0) {
+      ranks.add(it->second, it->first, -1);
+      it = queued.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  CHECK(ranks.total() == static_cast<int64_t>(queued.size()));
+  for (auto& [seq, prio] : queued) {
+    if (seq % 13 != 0) continue;  // a sample keeps the brute force short
+    int64_t want = 0, in_block = 0;
+    BacklogRanks::Ahead got = ranks.ahead(prio, seq);
+    for (auto& [s2, p2] : queued) {
+      if (p2 > prio || (p2 == prio && s2 < seq)) ++want;
+      if (p2 == prio && s2 >= got.block_first_seq && s2 < seq) ++in_block;
+    }
+    CAPTURE(seq);
+    CHECK(got.block_first_seq == BacklogRanks::block_of(seq) * BacklogRanks::kBlockSeqs);
+    CHECK(got.outside_block + in_block == want);
+  }
+  // Emptied, it holds nothing.
+  for (auto& [seq, prio] : queued) ranks.add(prio, seq, -1);
+  CHECK(ranks.total() == 0);
+  CHECK(ranks.ahead(9, 1).outside_block == 0);
 }

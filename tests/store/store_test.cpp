@@ -415,6 +415,22 @@ TEST_CASE("the ready order is priority - then age - delayed retries wait") {
   REQUIRE(some->size() == 2);
   CHECK((*some)[0].seq == tasks[4].seq);
   CHECK(*store->queue_position("image", 5, tasks[2].seq) == 3);
+  // The same backlog as counts by priority and block (of 2 seqs here), and a count in a block.
+  auto blocks = store->queued_blocks("image", 1);
+  REQUIRE(blocks.ok());
+  int64_t in_blocks = 0;
+  for (const auto& b : *blocks) {
+    CHECK(b.count > 0);
+    in_blocks += b.count;
+    int64_t n = 0;
+    for (const Task& t : tasks) n += t.priority == b.priority && (t.seq >> 1) == b.block;
+    CHECK(b.count == n);
+  }
+  CHECK(in_blocks == 5);
+  CHECK(*store->count_queued_between("image", 5, tasks[0].seq, tasks[2].seq) == 1);
+  CHECK(*store->count_queued_between("image", 5, tasks[0].seq, tasks[2].seq + 1) == 2);
+  CHECK(*store->count_queued_between("image", 9, 0, tasks[2].seq) == 1);
+  CHECK(*store->count_queued_between("image", 9, 0, tasks[4].seq + 1) == 2);
   // A retry with a backoff is not ready until due.
   REQUIRE(store->mark_running(tasks[1].seq, "b", clock.now_ms())->has_value());
   Attempt a{1, "b", "retry", "boom", clock.now_ms(), 1};
