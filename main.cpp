@@ -6,6 +6,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -25,6 +26,7 @@
 #include "core/logging.h"
 #include "core/metrics.h"
 #include "core/sd_notify.h"
+#include "core/thread_name.h"
 #include "service/events.h"
 #include "service/task_service.h"
 #include "store/blob_store.h"
@@ -97,6 +99,26 @@ class DataDirLock {
 
  private:
   int fd_ = -1;
+};
+
+// Sweeps the temporaries an earlier process left in the blob folders, on a thread of its own
+// once the server serves: the walk visits every result file. Stopped and joined when it goes.
+class TemporarySweep {
+ public:
+  TemporarySweep(const BlobStore& results, const BlobStore& inputs)
+      : thread_([this, &results, &inputs] {
+          name_this_thread("ts-sweep");
+          size_t n = results.sweep_temporaries(stop_) + inputs.sweep_temporaries(stop_);
+          if (n > 0) spdlog::info("removed {} temporary files left by an earlier process", n);
+        }) {}
+  ~TemporarySweep() {
+    stop_.store(true);
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;  // last: it reads stop_
 };
 
 sigset_t stop_signals() {
@@ -297,6 +319,7 @@ int serve(ServeConfig cfg, bool demo) {
       metrics.tasks_purged.inc({}, static_cast<double>(n));
     });
   }
+  TemporarySweep sweep(*results, *inputs);
   if (cfg.api_tokens.empty() && host != "127.0.0.1" && host != "localhost" && host != "::1") {
     spdlog::warn("listening on {} without --api-token: anyone who reaches this address can "
                  "submit and cancel tasks", host);

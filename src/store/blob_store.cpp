@@ -63,13 +63,23 @@ StatusOr<BlobStore> BlobStore::open(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::Internal("cannot create " + dir + ": " + ec.message());
-  // A crash can leave half-written temporaries behind; nothing refers to them.
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (entry.path().filename().string().rfind(".tmp-", 0) == 0) {
-      std::filesystem::remove(entry.path(), ec);
-    }
-  }
   return BlobStore(dir);
+}
+
+size_t BlobStore::sweep_temporaries(const std::atomic<bool>& stop) const {
+  // temp_path() names this process's own ".tmp-<pid>-<n>": a crash can leave half-written ones
+  // of an earlier process behind, and nothing refers to them.
+  const std::string ours = ".tmp-" + std::to_string(::getpid()) + "-";
+  size_t removed = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir_, ec);
+       !ec && it != std::filesystem::directory_iterator() && !stop.load(); it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (name.rfind(".tmp-", 0) != 0 || name.rfind(ours, 0) == 0) continue;
+    std::error_code rm;
+    if (std::filesystem::remove(it->path(), rm)) ++removed;
+  }
+  return removed;
 }
 
 std::string BlobStore::temp_path() const {

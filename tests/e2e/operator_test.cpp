@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <signal.h>
@@ -359,4 +360,24 @@ TEST_CASE("e2e retention: --retain-final deletes old final tasks with their resu
                             &code, "bad-retention");
   CHECK(code > 0);
   CHECK(out.find("--retain-final: must be a duration such as 7d") != std::string::npos);
+}
+
+TEST_CASE("e2e files: temporaries an earlier process left behind are removed once serving") {
+  TempDir dir;
+  const std::string data = dir.file("data");
+  std::filesystem::create_directories(data + "/results");
+  std::filesystem::create_directories(data + "/inputs");
+  // Left by a process killed mid-write (pid 0 is never a process of ours); and a result.
+  for (const std::string& path : {data + "/results/.tmp-0-1", data + "/results/.tmp-0-2",
+                                  data + "/inputs/.tmp-0-7", data + "/results/kept"}) {
+    std::ofstream(path) << "partial";
+  }
+  Server server(dir, {}, {}, data);
+  REQUIRE(server.started());
+  CHECK(eventually([&] {
+    return !std::filesystem::exists(data + "/results/.tmp-0-1") &&
+           !std::filesystem::exists(data + "/results/.tmp-0-2") &&
+           !std::filesystem::exists(data + "/inputs/.tmp-0-7");
+  }));
+  CHECK(std::filesystem::exists(data + "/results/kept"));
 }
