@@ -622,6 +622,8 @@ Status TaskStore::commit_batch(const std::vector<WriteOp*>& batch) {
       }
     }
     for (WriteOp* op : others) {
+      // A rolled-back op changed nothing: the listener must not hear of what it had recorded.
+      size_t changes_before = write_ctx_->changes.size();
       if (op->savepoint) write_db_->exec("SAVEPOINT op");
       try {
         op->result = op->fn(*write_ctx_);
@@ -631,7 +633,10 @@ Status TaskStore::commit_batch(const std::vector<WriteOp*>& batch) {
         op->result = Status::Internal(std::string("store: ") + e.what());
       }
       if (op->savepoint) {
-        if (!op->result.ok()) write_db_->exec("ROLLBACK TO op");
+        if (!op->result.ok()) {
+          write_db_->exec("ROLLBACK TO op");
+          write_ctx_->changes.resize(changes_before);
+        }
         write_db_->exec("RELEASE op");
       }
     }
@@ -1072,7 +1077,8 @@ StatusOr<std::vector<TaskStore::QueuedBlock>> TaskStore::queued_blocks(const std
                                                                        int block_bits) {
   return guarded([&]() -> StatusOr<std::vector<QueuedBlock>> {
     auto conn = readers_->lease();
-    // One pass over tasks_ready (a covering index), in its own order: no sort.
+    // One pass over tasks_ready (a covering index); the grouping by an expression of seq takes
+    // a temporary b-tree of one row per block (0.33 s for 1,000,000 tasks, at start only).
     StmtUse s(conn->cache.stmt(
         "SELECT priority, seq >> ?2, COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ?1 "
         "GROUP BY priority, seq >> ?2"));
