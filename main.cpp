@@ -101,19 +101,29 @@ class DataDirLock {
   int fd_ = -1;
 };
 
-// Sweeps the temporaries an earlier process left in the blob folders, on a thread of its own
-// once the server serves: the walk visits every result file. Stopped and joined when it goes.
-class TemporarySweep {
+// Sweeps what an earlier process left in the blob folders (temporaries of writes it did not
+// finish, files of tasks it did not insert or had just deleted) on a thread of its own once the
+// server serves: the walk visits every result file. Stopped and joined when it goes.
+class FileSweep {
  public:
-  TemporarySweep(const BlobStore& results, const BlobStore& inputs)
-      : thread_([this, &results, &inputs] {
+  FileSweep(TaskService& service, const BlobStore& results, const BlobStore& inputs,
+            std::filesystem::file_time_type started)
+      : thread_([this, &service, &results, &inputs, started] {
           name_this_thread("ts-sweep");
-          size_t n = results.sweep_temporaries(stop_) + inputs.sweep_temporaries(stop_);
+          size_t n =
+              results.sweep_temporaries(stop_, started) + inputs.sweep_temporaries(stop_, started);
           if (n > 0) spdlog::info("removed {} temporary files left by an earlier process", n);
+          auto orphans = service.sweep_orphan_files(stop_, started);
+          if (!orphans.ok()) {
+            spdlog::warn("cannot look for files of deleted tasks: {}", orphans.status().message());
+          } else if (*orphans > 0) {
+            spdlog::info("removed {} files of tasks the store does not have", *orphans);
+          }
         }) {}
-  ~TemporarySweep() {
+  ~FileSweep() { stop(); }
+  void stop() {
     stop_.store(true);
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
   }
 
  private:
@@ -172,6 +182,7 @@ PoolOptions pool_options(const ServeConfig& c, const PoolConfig& p) {
 int serve(ServeConfig cfg, bool demo) {
   const Clock& clock = SystemClock::instance();
   int64_t started_at = clock.now_ms();
+  const auto started_files = std::filesystem::file_time_type::clock::now();
 
   std::vector<std::unique_ptr<MockBackend>> mocks;
   if (demo) {
@@ -319,7 +330,7 @@ int serve(ServeConfig cfg, bool demo) {
       metrics.tasks_purged.inc({}, static_cast<double>(n));
     });
   }
-  TemporarySweep sweep(*results, *inputs);
+  FileSweep sweep(service, *results, *inputs, started_files);
   if (cfg.api_tokens.empty() && host != "127.0.0.1" && host != "localhost" && host != "::1") {
     spdlog::warn("listening on {} without --api-token: anyone who reaches this address can "
                  "submit and cancel tasks", host);
@@ -354,6 +365,7 @@ int serve(ServeConfig cfg, bool demo) {
   spdlog::info("signal {}: stopping; running attempts have {} s to finish", sig,
                cfg.shutdown_grace_s);
   sd_notify("STOPPING=1");
+  sweep.stop();
   service.begin_shutdown();
   std::vector<std::thread> stoppers;
   for (auto& [name, pool] : pools.all()) {

@@ -172,6 +172,41 @@ void TaskService::start_retention(std::chrono::seconds keep,
   });
 }
 
+StatusOr<size_t> TaskService::sweep_orphan_files(const std::atomic<bool>& stop,
+                                                 std::filesystem::file_time_type started) {
+  // Coarse file times may stamp a file of this process a little before `started`.
+  const auto written_before = started - std::chrono::seconds(5);
+  size_t removed = 0;
+  Status failed = Status::Ok();
+  for (const BlobStore* blobs : {&results_, &inputs_}) {
+    std::vector<std::string> batch;
+    auto flush = [&] {
+      if (batch.empty() || !failed.ok()) return;
+      auto existing = store_.existing_task_ids(batch);
+      if (!existing.ok()) {
+        failed = existing.status();
+        return;
+      }
+      for (const std::string& name : batch) {
+        if (existing->count(name)) continue;
+        std::error_code ec;
+        std::string path = blobs->path_of(name);
+        auto written = std::filesystem::last_write_time(path, ec);
+        if (!ec && written < written_before && std::filesystem::remove(path, ec)) ++removed;
+      }
+      batch.clear();
+    };
+    blobs->for_each_name(stop, [&](const std::string& name) {
+      if (!is_valid_task_id(name)) return;  // temporaries and anything else are not ours to judge
+      batch.push_back(name);
+      if (batch.size() == 500) flush();
+    });
+    flush();
+  }
+  if (!failed.ok()) return failed;
+  return removed;
+}
+
 StatusOr<Task> TaskService::build_task(NewTask& r, int64_t now) {
   if (!pools_.has_pool(r.type)) return unknown_type(r.type, pools_.pool_names());
   if (r.timeout_s && *r.timeout_s > pools_.max_timeout_s(r.type)) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -135,6 +136,13 @@ class TaskService {
   // transaction that deleted n > 0. Tasks whose webhook is still to be delivered are kept until
   // it is.
   void start_retention(std::chrono::seconds keep, std::function<void(int64_t)> on_purged);
+
+  // Removes the files in results/ and inputs/ of tasks the store does not have, written before
+  // `started` (by an earlier process): a crash between a purge's commit and its unlinks, or
+  // between an upload's arrival and its insert, leaves them. Walks every file: for a thread of
+  // its own once serving. Stops early once *stop is set. Returns how many it removed.
+  StatusOr<size_t> sweep_orphan_files(const std::atomic<bool>& stop,
+                                      std::filesystem::file_time_type started);
 
   // After this, submits get 503 shutting_down and waits return at once; the retention thread
   // has ended when it returns.

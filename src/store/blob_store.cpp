@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -66,19 +67,32 @@ StatusOr<BlobStore> BlobStore::open(const std::string& dir) {
   return BlobStore(dir);
 }
 
-size_t BlobStore::sweep_temporaries(const std::atomic<bool>& stop) const {
-  // temp_path() names this process's own ".tmp-<pid>-<n>": a crash can leave half-written ones
-  // of an earlier process behind, and nothing refers to them.
-  const std::string ours = ".tmp-" + std::to_string(::getpid()) + "-";
-  size_t removed = 0;
+void BlobStore::for_each_name(const std::atomic<bool>& stop,
+                              const std::function<void(const std::string&)>& fn) const {
   std::error_code ec;
   for (auto it = std::filesystem::directory_iterator(dir_, ec);
        !ec && it != std::filesystem::directory_iterator() && !stop.load(); it.increment(ec)) {
-    std::string name = it->path().filename().string();
-    if (name.rfind(".tmp-", 0) != 0 || name.rfind(ours, 0) == 0) continue;
-    std::error_code rm;
-    if (std::filesystem::remove(it->path(), rm)) ++removed;
+    fn(it->path().filename().string());
   }
+}
+
+size_t BlobStore::sweep_temporaries(const std::atomic<bool>& stop,
+                                    std::filesystem::file_time_type started) const {
+  // temp_path() names this process's own ".tmp-<pid>-<n>": a crash can leave half-written ones
+  // of an earlier process behind, and nothing refers to them. Coarse file times may stamp one
+  // of this process's a little before `started`.
+  const std::string ours = ".tmp-" + std::to_string(::getpid()) + "-";
+  const auto written_before = started - std::chrono::seconds(5);
+  size_t removed = 0;
+  for_each_name(stop, [&](const std::string& name) {
+    if (name.rfind(".tmp-", 0) != 0) return;
+    std::error_code ec;
+    if (name.rfind(ours, 0) == 0) {
+      auto written = std::filesystem::last_write_time(path_of(name), ec);
+      if (ec || written >= written_before) return;
+    }
+    if (std::filesystem::remove(path_of(name), ec)) ++removed;
+  });
   return removed;
 }
 

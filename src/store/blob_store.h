@@ -5,6 +5,8 @@
 // state besides the file system.
 
 #include <atomic>
+#include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,10 +20,15 @@ class BlobStore {
   // Creates the folder if missing.
   static StatusOr<BlobStore> open(const std::string& dir);
   // Removes the temporaries a crash left behind: those of any other process (the data folder
-  // lock makes this one the only writer). A walk over every file, so it runs after start-up,
-  // not before: 300,000 results took 0.2 s warm and 0.5 s from a cold cache. Stops early once
-  // *stop is set. Returns how many it removed.
-  size_t sweep_temporaries(const std::atomic<bool>& stop) const;
+  // lock makes this one the only writer), and those named with this process's pid but written
+  // before `started` (an earlier process with the same pid: PID 1 in a container). A walk over
+  // every file, so it runs after start-up, not before: 300,000 results took 0.2 s warm and
+  // 0.5 s from a cold cache. Stops early once *stop is set. Returns how many it removed.
+  size_t sweep_temporaries(const std::atomic<bool>& stop,
+                           std::filesystem::file_time_type started) const;
+  // Calls fn with the name of each file in the folder (temporaries too), until *stop is set.
+  void for_each_name(const std::atomic<bool>& stop,
+                     const std::function<void(const std::string&)>& fn) const;
   Status put(const std::string& name, std::string_view bytes) const;
   // Moves an existing file (already fsynced, on the same file system) into place.
   Status adopt(const std::string& temp_path, const std::string& name) const;

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "core/blocking.h"
+#include "core/ids.h"
 #include "core/thread_name.h"
 #include "store/migrations.h"
 
@@ -1070,6 +1071,26 @@ StatusOr<int64_t> TaskStore::queue_position(const std::string& type, int priorit
     s->bind(3, seq);
     s->executeStep();
     return s->getColumn(0).getInt64();
+  });
+}
+
+StatusOr<std::unordered_set<std::string>> TaskStore::existing_task_ids(
+    const std::vector<std::string>& task_ids) {
+  return guarded([&]() -> StatusOr<std::unordered_set<std::string>> {
+    auto conn = readers_->lease();
+    // One statement for any number of ids: a JSON array, a lookup in the unique index each.
+    StmtUse s(conn->cache.stmt(
+        "SELECT task_id FROM tasks WHERE task_id IN (SELECT value FROM json_each(?))"));
+    std::string array = "[";
+    for (const std::string& id : task_ids) {
+      if (!is_valid_task_id(id)) continue;  // [0-9a-z] only: nothing to escape
+      array += (array.size() > 1 ? ",\"" : "\"") + id + "\"";
+    }
+    array += "]";
+    s->bind(1, array);
+    std::unordered_set<std::string> out;
+    while (s->executeStep()) out.insert(s->getColumn(0).getString());
+    return out;
   });
 }
 

@@ -156,6 +156,9 @@ class TaskStore {
 
   // With details, also the attempts and webhook deliveries.
   StatusOr<std::optional<Task>> get(const std::string& task_id, bool details);
+  // Those of `task_ids` that name a task in the store (an invalid id names none).
+  StatusOr<std::unordered_set<std::string>> existing_task_ids(
+      const std::vector<std::string>& task_ids);
   StatusOr<std::optional<Task>> get_by_seq(int64_t seq);
   StatusOr<std::optional<Task>> get_by_idempotency_key(const std::string& key);
   StatusOr<std::vector<Task>> list(const ListQuery& query);

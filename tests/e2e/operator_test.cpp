@@ -362,22 +362,52 @@ TEST_CASE("e2e retention: --retain-final deletes old final tasks with their resu
   CHECK(out.find("--retain-final: must be a duration such as 7d") != std::string::npos);
 }
 
-TEST_CASE("e2e files: temporaries an earlier process left behind are removed once serving") {
+TEST_CASE("e2e files: what an earlier process left behind is removed once serving - nothing else") {
   TempDir dir;
+  MockBackend b(dir, {"--latency-ms", "5"});
   const std::string data = dir.file("data");
-  std::filesystem::create_directories(data + "/results");
-  std::filesystem::create_directories(data + "/inputs");
-  // Left by a process killed mid-write (pid 0 is never a process of ours); and a result.
-  for (const std::string& path : {data + "/results/.tmp-0-1", data + "/results/.tmp-0-2",
-                                  data + "/inputs/.tmp-0-7", data + "/results/kept"}) {
+  std::string done_id;
+  {
+    Server first(dir, {}, {{"IMAGE_GEN_URL", b.url()}}, data);
+    REQUIRE(first.started());
+    done_id = first.submit("kept");
+    REQUIRE(first.wait_final(done_id)["status"] == "DONE");
+    REQUIRE(first.stop() == 0);
+  }
+  // Ids of tasks the store does not have (a rotation of a real one is in the alphabet).
+  std::string gone_a = done_id.substr(1) + done_id[0];
+  std::string gone_b = done_id.substr(2) + done_id.substr(0, 2);
+  std::string fresh = done_id.substr(3) + done_id.substr(0, 3);
+  // Left by a process killed mid-write (pid 0 is never a process of ours), or between a
+  // purge's commit and its unlink; one written just now; one not named like a task.
+  for (const std::string& path :
+       {data + "/results/.tmp-0-1", data + "/results/.tmp-0-2", data + "/inputs/.tmp-0-7",
+        data + "/results/" + gone_a, data + "/inputs/" + gone_b, data + "/results/" + fresh,
+        data + "/results/notes.txt"}) {
     std::ofstream(path) << "partial";
   }
-  Server server(dir, {}, {}, data);
+  auto age = [](const std::string& path) {
+    std::filesystem::last_write_time(
+        path, std::filesystem::file_time_type::clock::now() - std::chrono::hours(1));
+  };
+  for (const std::string& name : {gone_a, done_id, std::string("notes.txt")}) {
+    age(data + "/results/" + name);
+  }
+  age(data + "/inputs/" + gone_b);
+  Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}}, data);
   REQUIRE(server.started());
   CHECK(eventually([&] {
-    return !std::filesystem::exists(data + "/results/.tmp-0-1") &&
-           !std::filesystem::exists(data + "/results/.tmp-0-2") &&
-           !std::filesystem::exists(data + "/inputs/.tmp-0-7");
+    for (const std::string& path :
+         {data + "/results/.tmp-0-1", data + "/results/.tmp-0-2", data + "/inputs/.tmp-0-7",
+          data + "/results/" + gone_a, data + "/inputs/" + gone_b}) {
+      if (std::filesystem::exists(path)) return false;
+    }
+    return true;
   }));
-  CHECK(std::filesystem::exists(data + "/results/kept"));
+  CHECK(std::filesystem::exists(data + "/results/" + done_id));
+  CHECK(std::filesystem::exists(data + "/results/" + fresh));  // written after (or as) it started
+  CHECK(std::filesystem::exists(data + "/results/notes.txt"));
+  auto res = server.client().Get("/api/v1/tasks/" + done_id + "/result");
+  REQUIRE(res);
+  CHECK(res->status == 200);
 }
