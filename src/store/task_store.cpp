@@ -1,6 +1,7 @@
 #include "store/task_store.h"
 
 #include <SQLiteCpp/Exception.h>
+#include <SQLiteCpp/Transaction.h>
 #include <linux/futex.h>
 #include <sqlite3.h>
 #include <sys/syscall.h>
@@ -118,6 +119,21 @@ struct Connection {
   SQLite::Database db;
   StatementCache cache;
 };
+
+// QUEUED tasks of `type` and `priority` with from_seq <= seq < before_seq: a range of
+// tasks_ready.
+int64_t count_queued_in(Connection& conn, const std::string& type, int priority,
+                        int64_t from_seq, int64_t before_seq) {
+  StmtUse s(conn.cache.stmt(
+      "SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ? AND priority = ? "
+      "AND seq >= ? AND seq < ?"));
+  s->bind(1, type);
+  s->bind(2, priority);
+  s->bind(3, from_seq);
+  s->bind(4, before_seq);
+  s->executeStep();
+  return s->getColumn(0).getInt64();
+}
 
 Status sql_error(const SQLite::Exception& e) {
   int code = e.getErrorCode();
@@ -1098,17 +1114,38 @@ StatusOr<std::vector<TaskStore::QueuedBlock>> TaskStore::queued_blocks(const std
                                                                        int block_bits) {
   return guarded([&]() -> StatusOr<std::vector<QueuedBlock>> {
     auto conn = readers_->lease();
-    // One pass over tasks_ready (a covering index); the grouping by an expression of seq takes
-    // a temporary b-tree of one row per block (0.33 s for 1,000,000 tasks, at start only).
-    StmtUse s(conn->cache.stmt(
-        "SELECT priority, seq >> ?2, COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ?1 "
-        "GROUP BY priority, seq >> ?2"));
-    s->bind(1, type);
-    s->bind(2, block_bits);
+    // A skip-scan of tasks_ready: the next priority, the next seq from a block on, and a range
+    // COUNT per non-empty block, all in one snapshot. A GROUP BY on `seq >> bits` visits the
+    // same entries through a temporary b-tree: start-up with 1,000,000 queued took 370-430 ms
+    // with it, 130 ms with this.
+    SQLite::Transaction snapshot(conn->db);  // a read transaction; rolled back at the end
+    StmtUse next_priority(conn->cache.stmt(
+        "SELECT priority FROM tasks WHERE status = 'QUEUED' AND type = ? AND priority < ? "
+        "ORDER BY priority DESC LIMIT 1"));
+    StmtUse next_seq(conn->cache.stmt(
+        "SELECT seq FROM tasks WHERE status = 'QUEUED' AND type = ? AND priority = ? "
+        "AND seq >= ? ORDER BY seq LIMIT 1"));
     std::vector<QueuedBlock> out;
-    while (s->executeStep()) {
-      out.push_back(
-          {s->getColumn(0).getInt(), s->getColumn(1).getInt64(), s->getColumn(2).getInt64()});
+    int64_t below = INT64_MAX;
+    for (;;) {
+      next_priority->reset();
+      next_priority->bind(1, type);
+      next_priority->bind(2, below);
+      if (!next_priority->executeStep()) break;
+      int priority = next_priority->getColumn(0).getInt();
+      below = priority;
+      int64_t from = INT64_MIN;
+      for (;;) {
+        next_seq->reset();
+        next_seq->bind(1, type);
+        next_seq->bind(2, priority);
+        next_seq->bind(3, from);
+        if (!next_seq->executeStep()) break;
+        int64_t block = next_seq->getColumn(0).getInt64() >> block_bits;
+        int64_t first = block << block_bits, end = (block + 1) << block_bits;
+        out.push_back({priority, block, count_queued_in(*conn, type, priority, first, end)});
+        from = end;
+      }
     }
     return out;
   });
@@ -1118,15 +1155,7 @@ StatusOr<int64_t> TaskStore::count_queued_between(const std::string& type, int p
                                                   int64_t from_seq, int64_t before_seq) {
   return guarded([&]() -> StatusOr<int64_t> {
     auto conn = readers_->lease();
-    StmtUse s(conn->cache.stmt(
-        "SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ? AND priority = ? "
-        "AND seq >= ? AND seq < ?"));
-    s->bind(1, type);
-    s->bind(2, priority);
-    s->bind(3, from_seq);
-    s->bind(4, before_seq);
-    s->executeStep();
-    return s->getColumn(0).getInt64();
+    return count_queued_in(*conn, type, priority, from_seq, before_seq);
   });
 }
 
