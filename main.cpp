@@ -270,11 +270,15 @@ int serve(ServeConfig cfg, bool demo) {
                              [](const Task& t) { return task_json(t, true); });
   store->set_commit_listener(
       [&service, &metrics, &webhooks](const std::vector<TaskChange>& changes) {
-        service.on_commit(changes);
+        // Counted before on_commit publishes the events: a client woken by a task's final
+        // state (a long-poll, a stream) then finds it in /metrics too.
         for (const TaskChange& c : changes) {
           if (c.to == TaskState::kDone) metrics.task_success.inc({c.type});
           if (c.to == TaskState::kFailed) metrics.task_failure.inc({c.type});
           if (c.to == TaskState::kCanceled) metrics.task_canceled.inc({c.type});
+        }
+        service.on_commit(changes);
+        for (const TaskChange& c : changes) {
           if (c.webhook_pending) webhooks.wake();
         }
       });

@@ -65,7 +65,13 @@ TEST_CASE("e2e metrics: values move as tasks run and promtool accepts the format
   json f = server.post("/api/v1/tasks", R"({"type":"transcribe","payload":{}})", &status);
   REQUIRE(status == 202);
   CHECK(server.wait_final(f["task_id"])["status"] == "FAILED");
-  std::string after = metrics_text(server);
+  // The counters follow the commit a moment after a reader can see it.
+  std::string after;
+  CHECK(eventually([&] {
+    after = metrics_text(server);
+    return sample(after, "task_failure_total{task_type=\"transcribe\"}") == 1 &&
+           sample(after, "task_success_total{task_type=\"image\"}") == 3;
+  }));
   CHECK(sample(after, "task_success_total{task_type=\"image\"}") == 3);
   CHECK(sample(after, "task_failure_total{task_type=\"transcribe\"}") == 1);
   CHECK(sample(after, "tasks_submitted_total{task_type=\"image\"}") == 3);
@@ -305,13 +311,14 @@ TEST_CASE("e2e retention: --retain-final deletes old final tasks with their resu
     }
     return true;
   }, std::chrono::seconds(15)));
+  // Files and totals follow each commit, and the counter follows them.
+  CHECK(eventually([&] { return sample(metrics_text(server), "tasks_purged_total") == 3; }));
   for (const std::string& id : old) {
     CAPTURE(id);
     CHECK_FALSE(std::ifstream(server.data_dir() + "/results/" + id).good());
     server.get("/api/v1/tasks/" + id + "/result", &status);
     CHECK(status == 404);
   }
-  CHECK(sample(metrics_text(server), "tasks_purged_total") == 3);
   json stats = server.get("/api/v1/stats");
   CHECK(stats["totals"]["DONE"] == 1);
   CHECK(stats["totals"]["CANCELED"] == 0);
