@@ -122,8 +122,8 @@ struct Connection {
 
 // QUEUED tasks of `type` and `priority` with from_seq <= seq < before_seq: a range of
 // tasks_ready.
-int64_t count_queued_in(Connection& conn, const std::string& type, int priority,
-                        int64_t from_seq, int64_t before_seq) {
+int64_t count_queued_in(Connection& conn, const std::string& type, int priority, int64_t from_seq,
+                        int64_t before_seq) {
   StmtUse s(conn.cache.stmt(
       "SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ? AND priority = ? "
       "AND seq >= ? AND seq < ?"));
