@@ -226,6 +226,9 @@ TEST_CASE("e2e api: wait returns at completion - or at its limit with the task s
   json t = server.get("/api/v1/tasks/" + id + "?wait=10");
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   CHECK(t["status"] == "DONE");
+  // On a failure, the task's own times tell a late task from a wait that missed its end.
+  INFO("the task as answered: " << t.dump());
+  INFO("the server's log: " << server.process().stderr_text());
   CHECK(ms < 5000);
 
   TempDir dir2;
