@@ -1064,16 +1064,6 @@ StatusOr<std::optional<int64_t>> TaskStore::next_due(const std::string& type, in
   });
 }
 
-StatusOr<int64_t> TaskStore::count_queued(const std::string& type) {
-  return guarded([&]() -> StatusOr<int64_t> {
-    auto conn = readers_->lease();
-    StmtUse s(conn->cache.stmt("SELECT COUNT(*) FROM tasks WHERE status = 'QUEUED' AND type = ?"));
-    s->bind(1, type);
-    s->executeStep();
-    return s->getColumn(0).getInt64();
-  });
-}
-
 StatusOr<int64_t> TaskStore::queue_position(const std::string& type, int priority, int64_t seq) {
   return guarded([&]() -> StatusOr<int64_t> {
     auto conn = readers_->lease();

@@ -168,7 +168,6 @@ class TaskStore {
                                               int64_t now_ms);
   // When the next delayed retry of `type` falls due, if any is waiting past now_ms.
   StatusOr<std::optional<int64_t>> next_due(const std::string& type, int64_t now_ms);
-  StatusOr<int64_t> count_queued(const std::string& type);
   // Number of QUEUED tasks of `type` that run before one of this priority and seq. Visits each
   // of them: a pool answers from its BacklogRanks instead (queued_blocks, count_queued_between).
   StatusOr<int64_t> queue_position(const std::string& type, int priority, int64_t seq);
