@@ -174,8 +174,6 @@ void TaskService::start_retention(std::chrono::seconds keep,
 
 StatusOr<size_t> TaskService::sweep_orphan_files(const std::atomic<bool>& stop,
                                                  std::filesystem::file_time_type started) {
-  // Coarse file times may stamp a file of this process a little before `started`.
-  const auto written_before = started - std::chrono::seconds(5);
   size_t removed = 0;
   Status failed = Status::Ok();
   for (const BlobStore* blobs : {&results_, &inputs_}) {
@@ -188,11 +186,9 @@ StatusOr<size_t> TaskService::sweep_orphan_files(const std::atomic<bool>& stop,
         return;
       }
       for (const std::string& name : batch) {
-        if (existing->count(name)) continue;
+        if (existing->count(name) || !blobs->written_before(name, started)) continue;
         std::error_code ec;
-        std::string path = blobs->path_of(name);
-        auto written = std::filesystem::last_write_time(path, ec);
-        if (!ec && written < written_before && std::filesystem::remove(path, ec)) ++removed;
+        if (std::filesystem::remove(blobs->path_of(name), ec)) ++removed;
       }
       batch.clear();
     };

@@ -76,21 +76,24 @@ void BlobStore::for_each_name(const std::atomic<bool>& stop,
   }
 }
 
+bool BlobStore::written_before(const std::string& name,
+                               std::filesystem::file_time_type started) const {
+  // Coarse file times may stamp a file written just after `started` a little before it.
+  std::error_code ec;
+  auto written = std::filesystem::last_write_time(path_of(name), ec);
+  return !ec && written < started - std::chrono::seconds(5);
+}
+
 size_t BlobStore::sweep_temporaries(const std::atomic<bool>& stop,
                                     std::filesystem::file_time_type started) const {
   // temp_path() names this process's own ".tmp-<pid>-<n>": a crash can leave half-written ones
-  // of an earlier process behind, and nothing refers to them. Coarse file times may stamp one
-  // of this process's a little before `started`.
+  // of an earlier process behind, and nothing refers to them.
   const std::string ours = ".tmp-" + std::to_string(::getpid()) + "-";
-  const auto written_before = started - std::chrono::seconds(5);
   size_t removed = 0;
   for_each_name(stop, [&](const std::string& name) {
     if (name.rfind(".tmp-", 0) != 0) return;
+    if (name.rfind(ours, 0) == 0 && !written_before(name, started)) return;
     std::error_code ec;
-    if (name.rfind(ours, 0) == 0) {
-      auto written = std::filesystem::last_write_time(path_of(name), ec);
-      if (ec || written >= written_before) return;
-    }
     if (std::filesystem::remove(path_of(name), ec)) ++removed;
   });
   return removed;

@@ -26,6 +26,9 @@ class BlobStore {
   // 0.5 s from a cold cache. Stops early once *stop is set. Returns how many it removed.
   size_t sweep_temporaries(const std::atomic<bool>& stop,
                            std::filesystem::file_time_type started) const;
+  // Whether the file was written before a process that started at `started` could write it,
+  // so by an earlier one (false when it is gone).
+  bool written_before(const std::string& name, std::filesystem::file_time_type started) const;
   // Calls fn with the name of each file in the folder (temporaries too), until *stop is set.
   void for_each_name(const std::atomic<bool>& stop,
                      const std::function<void(const std::string&)>& fn) const;
