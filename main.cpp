@@ -22,7 +22,7 @@
 #include "cli/client.h"
 #include "config/config.h"
 #include "core/clock.h"
-#include "core/http_server.h"
+#include "http/server.h"
 #include "core/logging.h"
 #include "core/metrics.h"
 #include "core/sd_notify.h"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/http_server.h"
+#include "http/server.h"
 #include "core/status.h"
 #include "service/task_service.h"
 #include "worker/worker_pool.h"

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string>
 
-#include "core/json_writer.h"
+#include "api/json_writer.h"
 #include "core/status.h"
 #include "core/task.h"
 #include "service/events.h"

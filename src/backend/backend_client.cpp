@@ -9,7 +9,7 @@
 #include <random>
 #include <sstream>
 
-#include "core/url.h"
+#include "http/client.h"
 
 namespace ts {
 namespace {

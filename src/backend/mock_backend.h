@@ -25,7 +25,7 @@
 #include <string>
 #include <thread>
 
-#include "core/http_server.h"
+#include "http/server.h"
 
 namespace ts {
 

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "core/url.h"
+#include "http/client.h"
 
 namespace ts {
 namespace {

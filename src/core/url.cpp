@@ -1,22 +1,11 @@
 #include "core/url.h"
 
-#include <httplib.h>
-
 #include <charconv>
 
 namespace ts {
 
 std::string Url::origin() const {
   return scheme + "://" + host + ":" + std::to_string(port);
-}
-
-std::unique_ptr<httplib::Client> make_client(const Url& url) {
-  std::string host = url.host;
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (url.scheme == "http") return std::make_unique<httplib::Client>(host, url.port);
-  return std::make_unique<httplib::Client>(url.origin());
 }
 
 std::optional<Url> parse_url(std::string_view text) {

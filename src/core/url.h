@@ -1,7 +1,6 @@
 #pragma once
 // A parsed http(s) URL, as the backend client and webhook sender need it. Pure; thread-safe.
 
-#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,18 +18,5 @@ struct Url {
 
 // nullopt unless `text` is an absolute http:// or https:// URL with a host.
 std::optional<Url> parse_url(std::string_view text);
-
-}  // namespace ts
-
-namespace httplib {
-class Client;
-}
-
-namespace ts {
-
-// An httplib client for the URL's origin. Plain http goes through the (host, port) constructor:
-// the scheme://host:port one matches a std::regex on every call (and its function-local static
-// regex, built inside the uninstrumented libcpp-httplib, shows up as a false race under TSan).
-std::unique_ptr<httplib::Client> make_client(const Url& url);
 
 }  // namespace ts

@@ -8,7 +8,7 @@
 #include <algorithm>
 
 #include "core/thread_name.h"
-#include "core/url.h"
+#include "http/client.h"
 
 namespace ts {
 namespace {

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "core/blocking.h"
-#include "core/http_server.h"
+#include "http/server.h"
 
 using namespace ts;
 

@@ -1,260 +1,36 @@
-#include "core/http_server.h"
+// The epoll set, the serving threads and the connection registry of one HttpServer::serve().
 
+#include "http/loop.h"
+
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
-#include <fcntl.h>
 #include <unistd.h>
 
-#include <array>
 #include <atomic>
-#include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <condition_variable>
-#include <cstring>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "core/blocking.h"
 #include "core/thread_name.h"
+#include "http/connection.h"
 
 namespace ts {
-
 namespace {
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-// A response bigger than this is sent as it is written instead of in one piece.
-constexpr size_t kFlushAt = 64 * 1024;
-
-enum class ConnState { kBusy, kIdle, kClosed };
-
-// One accepted connection. It has one owner at a time: the Loop thread serving it, then (for a
-// deferred response) whoever completes the response; the epoll set holds it in between.
-// Ownership passes through `mu` (idle in the set -> taken by a thread) or `arrivals` (the
-// serving thread and the completer of a deferred response: the second one to arrive goes on).
-struct Conn : std::enable_shared_from_this<Conn> {
-  int fd = -1;
-  uint64_t id = 0;
-  std::string remote_ip, local_ip;
-  int remote_port = 0, local_port = 0;
-
-  // Owner only.
-  std::array<char, 8192> in{};  // bytes received and not yet parsed: in[in_begin, in_end)
-  size_t in_begin = 0, in_end = 0;
-  std::string out;         // response bytes not yet sent
-  bool capture = false;    // a deferred response: writes stay in `out`
-  bool streaming = false;  // a chunked response (SSE): each write goes out at once
-  bool write_failed = false;
-  bool close_after = false;  // the response in `out` is the connection's last
-  size_t served = 0;
-  bool deferred = false;
-  std::optional<ReplacementReply> instead;  // set by the completer before it arrives
-  std::atomic<int> arrivals{0};
-
-  std::mutex mu;
-  ConnState state = ConnState::kBusy;  // guarded by mu
-  int64_t idle_since_ms = 0;           // guarded by mu
-};
-
-bool wait_for(int fd, short events, int timeout_ms) {
-  pollfd p{fd, events, 0};
-  for (;;) {
-    int n = ::poll(&p, 1, timeout_ms);
-    if (n > 0) return true;
-    if (n == 0) return false;
-    if (errno != EINTR) return false;
-  }
-}
-
-enum class Sent { kAll, kWouldBlock, kFailed };
-
-// Sends what it can of c.out and drops what went. wait_ms < 0: returns kWouldBlock once the
-// socket is full; otherwise waits up to wait_ms each time it is. A failure drops the rest and
-// marks the connection.
-Sent send_out(Conn& c, int wait_ms) {
-  size_t sent = 0;
-  Sent result = Sent::kAll;
-  while (sent < c.out.size()) {
-    ssize_t n = ::send(c.fd, c.out.data() + sent, c.out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      sent += static_cast<size_t>(n);
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    bool full = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-    if (full && wait_ms < 0) {
-      result = Sent::kWouldBlock;
-      break;
-    }
-    if (full && wait_for(c.fd, POLLOUT, wait_ms)) continue;
-    c.write_failed = true;
-    sent = c.out.size();
-    result = Sent::kFailed;
-  }
-  c.out.erase(0, sent);
-  return result;
-}
-
-// Sends all of c.out, waiting up to timeout_ms each time the socket is full.
-bool flush(Conn& c, int timeout_ms) { return send_out(c, timeout_ms) == Sent::kAll; }
-
-// httplib's view of a connection: buffered reads, writes held until the response is complete
-// (or kept for a deferred response), timeouts by poll.
-class ConnStream final : public httplib::Stream {
- public:
-  ConnStream(Conn& c, int read_timeout_ms, int write_timeout_ms)
-      : c_(c), read_ms_(read_timeout_ms), write_ms_(write_timeout_ms) {}
-
-  bool is_readable() const override {
-    return c_.in_begin < c_.in_end || wait_for(c_.fd, POLLIN, read_ms_);
-  }
-
-  bool is_writable() const override {
-    if (!c_.capture && !c_.out.empty() && !flush(c_, write_ms_)) return false;
-    return wait_for(c_.fd, POLLOUT, write_ms_) && peer_open();
-  }
-
-  ssize_t read(char* ptr, size_t size) override {
-    // What was written so far goes out before waiting for more input ("100 Continue").
-    if (!c_.capture && !c_.out.empty() && !flush(c_, write_ms_)) return -1;
-    if (c_.in_begin == c_.in_end) {
-      ssize_t n = fill();
-      if (n <= 0) return n;
-    }
-    size_t n = std::min(size, c_.in_end - c_.in_begin);
-    std::memcpy(ptr, c_.in.data() + c_.in_begin, n);
-    c_.in_begin += n;
-    if (in_head_) {
-      for (size_t i = 0; i < n && in_head_; ++i) {
-        tail_ = (tail_ << 8) | static_cast<unsigned char>(ptr[i]);
-        if (tail_ == 0x0d0a0d0a) in_head_ = false;  // httplib's headers end with CRLF CRLF
-      }
-    }
-    return static_cast<ssize_t>(n);
-  }
-
-  // A request's line and headers must arrive within the read timeout in all, not per read: a
-  // client dribbling its headers a byte at a time would otherwise hold a thread for ever.
-  void begin_request() {
-    in_head_ = true;
-    tail_ = 0;
-    head_deadline_ms_ = now_ms() + read_ms_;
-  }
-  // True when the request's head did not arrive whole (timed out, cut, or unparsable before
-  // its end): its connection cannot be read further.
-  bool head_incomplete() const { return in_head_; }
-
-  ssize_t write(const char* ptr, size_t size) override {
-    if (c_.write_failed) return -1;
-    if (!c_.capture && !c_.streaming && is_chunked_head(ptr, size)) c_.streaming = true;
-    c_.out.append(ptr, size);
-    if (c_.capture) return static_cast<ssize_t>(size);
-    if ((c_.streaming || c_.out.size() >= kFlushAt) && !flush(c_, write_ms_)) return -1;
-    return static_cast<ssize_t>(size);
-  }
-
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    ip = c_.remote_ip;
-    port = c_.remote_port;
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    ip = c_.local_ip;
-    port = c_.local_port;
-  }
-  socket_t socket() const override { return c_.fd; }
-
- private:
-  // httplib writes a response's status line and headers in one write.
-  static bool is_chunked_head(const char* ptr, size_t size) {
-    std::string_view s(ptr, size);
-    return s.rfind("HTTP/1.", 0) == 0 && s.find("\r\nTransfer-Encoding: chunked\r\n") != s.npos;
-  }
-
-  ssize_t fill() {
-    for (;;) {
-      ssize_t n = ::recv(c_.fd, c_.in.data(), c_.in.size(), MSG_DONTWAIT);
-      if (n >= 0) {
-        c_.in_begin = 0;
-        c_.in_end = static_cast<size_t>(n);
-        return n;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-      int timeout = read_ms_;
-      if (in_head_) {
-        int64_t left = head_deadline_ms_ - now_ms();
-        if (left <= 0) return -1;
-        timeout = static_cast<int>(std::min<int64_t>(left, read_ms_));
-      }
-      if (!wait_for(c_.fd, POLLIN, timeout)) return -1;
-    }
-  }
-
-  // False once the peer has closed its side (a streaming response then stops).
-  bool peer_open() const {
-    if (!wait_for(c_.fd, POLLIN, 0)) return true;
-    char byte;
-    ssize_t n = ::recv(c_.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR));
-  }
-
-  Conn& c_;
-  int read_ms_;
-  int write_ms_;
-  bool in_head_ = false;  // reading a request's line and headers
-  uint32_t tail_ = 0;     // the last four bytes read, to find the head's end
-  int64_t head_deadline_ms_ = 0;
-};
-
-std::string ip_of(const sockaddr_storage& a, int* port) {
-  char buf[INET6_ADDRSTRLEN] = {0};
-  if (a.ss_family == AF_INET) {
-    auto* in = reinterpret_cast<const sockaddr_in*>(&a);
-    ::inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-    *port = ntohs(in->sin_port);
-  } else if (a.ss_family == AF_INET6) {
-    auto* in6 = reinterpret_cast<const sockaddr_in6*>(&a);
-    ::inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-    *port = ntohs(in6->sin6_port);
-  }
-  return buf;
-}
-
-const char* reason_of(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    case 429: return "Too Many Requests";
-    case 503: return "Service Unavailable";
-    case 507: return "Insufficient Storage";
-    default: return status >= 500 ? "Internal Server Error" : "Error";
-  }
-}
-
-thread_local Conn* t_conn = nullptr;             // the connection this Loop thread serves
+thread_local Conn* t_conn = nullptr;  // the connection this Loop thread serves
 thread_local HttpServer::Loop* t_loop = nullptr;
 
 }  // namespace
 
-// The epoll set, the serving threads and the connection registry of one serve() call. httplib's
-// accept loop creates it as its "task queue" and calls shutdown() when stop() ends the loop.
 class HttpServer::Loop final : public httplib::TaskQueue {
   // One per serving thread.
   struct Slot {
@@ -659,70 +435,11 @@ DeferredCompletion defer_response() {
   return t_loop->defer(*t_conn);
 }
 
-HttpServer::HttpServer(const HttpServerOptions& options) : options_(options) {
-  // httplib's default socket options add SO_REUSEPORT to SO_REUSEADDR: a second server started
-  // on the same port by mistake then binds as well and silently takes part of the connections
-  // (tasks submitted to one are unknown to the other). SO_REUSEADDR alone still lets a restart
-  // bind while the old connections linger in TIME_WAIT.
-  set_socket_options([](socket_t sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  set_tcp_nodelay(true);
-  set_keep_alive_max_count(static_cast<size_t>(options.keep_alive_max_count));
-  set_keep_alive_timeout(options.keep_alive_timeout_s);
-  set_read_timeout(options.read_timeout_s, 0);
-  set_write_timeout(options.write_timeout_s, 0);
-  new_task_queue = [this] {
-    loop_ = new Loop(*this);
-    return loop_;
-  };
+httplib::TaskQueue* new_loop(HttpServer& server, HttpServer::Loop** out) {
+  *out = new HttpServer::Loop(server);
+  return *out;
 }
 
-HttpServer::~HttpServer() = default;
-
-bool HttpServer::process_and_close_socket(socket_t sock) {
-  loop_->add(sock);
-  return true;
-}
-
-int HttpServer::bind(const std::string& host, int port, std::string* error) {
-  int bound = port == 0 ? bind_to_any_port(host) : (bind_to_port(host, port) ? port : -1);
-  if (bound < 0) {
-    if (error) *error = std::string("cannot bind ") + host + ":" + std::to_string(port) + ": " +
-                        std::strerror(errno);
-    return -1;
-  }
-  // httplib listens with a backlog of 5; under a burst of connections the kernel drops SYNs
-  // and clients stall for a second or more. Listening again on the bound socket raises it.
-  if (::listen(svr_sock_, options_.backlog) != 0) {
-    if (error) *error = std::string("listen: ") + std::strerror(errno);
-    return -1;
-  }
-  return bound;
-}
-
-bool HttpServer::wait_running(int ms) const {
-  for (int waited = 0; waited < ms; waited += 5) {
-    if (is_running()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return is_running();
-}
-
-bool split_host_port(const std::string& text, std::string* host, int* port) {
-  size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 >= text.size()) return false;
-  std::string h = text.substr(0, colon);
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
-  int p = 0;
-  const char* begin = text.data() + colon + 1;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(begin, end, p);
-  if (ec != std::errc() || ptr != end || p < 0 || p > 65535) return false;
-  *host = h;
-  *port = p;
-  return true;
-}
+void loop_add(HttpServer::Loop& loop, int fd) { loop.add(fd); }
 
 }  // namespace ts

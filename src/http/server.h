@@ -73,7 +73,7 @@ class HttpServer : public httplib::Server {
   // Blocks until the server accepts connections (or ms pass). True when running.
   bool wait_running(int ms) const;
 
-  class Loop;  // the epoll set, its threads and the connections (http_server.cpp)
+  class Loop;  // the epoll set, its threads and the connections (http/loop.cpp)
 
  private:
   // httplib's accept loop hands each new connection here: it joins the epoll set.

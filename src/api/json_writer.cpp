@@ -1,4 +1,4 @@
-#include "core/json_writer.h"
+#include "api/json_writer.h"
 
 #include <cmath>
 #include <cstdio>
