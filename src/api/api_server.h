@@ -7,6 +7,7 @@
 // configuration after install().
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,16 +38,18 @@ struct ServerView {
   int64_t started_at_ms = 0;
 };
 
+struct ApiContext;
+
 class ApiServer {
  public:
   ApiServer(ApiOptions options, TaskService& service, ServerView view, Metrics& metrics,
             const BlobStore& inputs);
-  // Registers every route and handler on `server`.
+  ~ApiServer();
+  // Registers every route and handler on `server`: the route groups of src/api/*_routes.cpp.
   void install(HttpServer& server);
 
  private:
-  struct Impl;
-  std::shared_ptr<Impl> impl_;
+  std::shared_ptr<ApiContext> ctx_;
 };
 
 }  // namespace ts

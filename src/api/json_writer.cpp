@@ -196,7 +196,9 @@ JsonWriter& JsonWriter::field(std::string_view k, const std::optional<int64_t>& 
 
 JsonWriter& JsonWriter::field_time(std::string_view k, std::optional<int64_t> epoch_ms) {
   key(k);
-  return epoch_ms ? string(format_rfc3339_ms(*epoch_ms)) : null();
+  return epoch_ms ? time(*epoch_ms) : null();
 }
+
+JsonWriter& JsonWriter::time(int64_t epoch_ms) { return string(format_rfc3339_ms(epoch_ms)); }
 
 }  // namespace ts

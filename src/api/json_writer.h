@@ -35,6 +35,8 @@ class JsonWriter {
   JsonWriter& field(std::string_view k, const std::optional<std::string>& v);
   JsonWriter& field(std::string_view k, const std::optional<int64_t>& v);
   JsonWriter& field_time(std::string_view k, std::optional<int64_t> epoch_ms);
+  // A time as RFC 3339 UTC with milliseconds.
+  JsonWriter& time(int64_t epoch_ms);
 
  private:
   void separate();

@@ -1,5 +1,10 @@
 #include "api/task_json.h"
 
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "core/task_fields.h"
 #include "core/time_format.h"
 
 namespace ts {
@@ -9,45 +14,130 @@ std::string result_url(const Task& task) {
   return "/api/v1/tasks/" + task.task_id + "/result";
 }
 
+namespace {
+
+// One field's value, as the task JSON shows it.
+void write_value(JsonWriter& w, const TaskField& f, const Task& t) {
+  std::visit(
+      [&](auto member) {
+        const auto& v = t.*member;
+        using M = std::remove_cv_t<std::remove_reference_t<decltype(v)>>;
+        if constexpr (std::is_same_v<M, TaskState>) {
+          w.string(to_string(v));
+        } else if constexpr (std::is_same_v<M, WebhookState>) {
+          if (v == WebhookState::kNone) {
+            w.null();
+          } else {
+            w.string(to_string(v));
+          }
+        } else if constexpr (std::is_same_v<M, std::string>) {
+          if (f.type == FieldType::kJson) {
+            // Stored as the dump of a parsed JSON object: valid JSON, embedded as is.
+            w.raw(v.empty() ? "{}" : v);
+          } else {
+            w.string(v);
+          }
+        } else if constexpr (std::is_same_v<M, int> || std::is_same_v<M, int64_t>) {
+          if (f.type == FieldType::kTime) {
+            w.time(v);
+          } else {
+            w.number(int64_t{v});
+          }
+        } else {  // optional
+          if (!v) {
+            w.null();
+          } else if constexpr (std::is_same_v<M, std::optional<std::string>>) {
+            w.string(*v);
+          } else if (f.type == FieldType::kTime) {
+            w.time(*v);
+          } else {
+            w.number(int64_t{*v});
+          }
+        }
+      },
+      f.member);
+}
+
+bool is_set(const TaskField& f, const Task& t) {
+  return std::visit(
+      [&](auto member) {
+        const auto& v = t.*member;
+        using M = std::remove_cv_t<std::remove_reference_t<decltype(v)>>;
+        if constexpr (std::is_same_v<M, std::optional<std::string>> ||
+                      std::is_same_v<M, std::optional<int>> ||
+                      std::is_same_v<M, std::optional<int64_t>>) {
+          return v.has_value();
+        } else {
+          return true;
+        }
+      },
+      f.member);
+}
+
+// A group's fields as one object ("result": {"size", "content_type"}); an unset member shows
+// as "" or 0.
+void write_group(JsonWriter& w, const FieldGroup& g, const Task& t) {
+  const TaskField* first = nullptr;
+  for (const TaskField& f : task_fields()) {
+    if (f.shown == Shown::kGrouped && f.group == g.name) {
+      first = &f;
+      break;
+    }
+  }
+  if (!first || !is_set(*first, t)) {
+    if (g.null_when_unset) w.key(g.name).null();
+    return;
+  }
+  w.key(g.name).begin_object();
+  for (const TaskField& f : task_fields()) {
+    if (f.shown != Shown::kGrouped || f.group != g.name) continue;
+    w.key(f.name);
+    if (is_set(f, t)) {
+      write_value(w, f, t);
+    } else if (f.type == FieldType::kText) {
+      w.string("");
+    } else {
+      w.number(int64_t{0});
+    }
+  }
+  w.end_object();
+}
+
+}  // namespace
+
 void write_task(JsonWriter& w, const Task& t, bool details, const TaskView* view,
                 std::optional<bool> created) {
   w.begin_object();
-  w.field("task_id", t.task_id);
-  w.field("type", t.type);
-  w.field("status", to_string(t.status));
-  w.field("priority", int64_t{t.priority});
-  w.field("attempt", int64_t{t.attempt});
-  w.field("max_attempts", int64_t{t.max_attempts});
-  w.field("timeout_s", t.timeout_s ? std::optional<int64_t>(*t.timeout_s) : std::nullopt);
-  w.field("idempotency_key", t.idempotency_key);
-  w.field("webhook_url", t.webhook_url);
-  w.field_time("created_at", t.created_at);
-  w.field_time("started_at", t.started_at);
-  w.field_time("finished_at", t.finished_at);
-  w.field_time("next_attempt_at",
-               t.status == TaskState::kQueued ? t.next_attempt_at : std::nullopt);
-  w.field("backend", t.backend);
-  w.field("error", t.error);
-  w.key("result");
-  if (t.result_size) {
-    w.begin_object();
-    w.field("size", *t.result_size);
-    w.field("content_type", t.result_type.value_or(""));
-    w.end_object();
-  } else {
-    w.null();
+  std::vector<std::string_view> groups_done;
+  for (const TaskField& f : task_fields()) {
+    switch (f.shown) {
+      case Shown::kNever: break;
+      case Shown::kAlways:
+        w.key(f.name);
+        write_value(w, f, t);
+        break;
+      case Shown::kWhenQueued:
+        w.key(f.name);
+        if (t.status == TaskState::kQueued) {
+          write_value(w, f, t);
+        } else {
+          w.null();
+        }
+        break;
+      case Shown::kGrouped:
+        if (std::find(groups_done.begin(), groups_done.end(), f.group) != groups_done.end()) break;
+        groups_done.push_back(f.group);
+        for (const FieldGroup& g : task_field_groups()) {
+          if (g.name == f.group) write_group(w, g, t);
+        }
+        if (f.group == "result") {
+          w.field("result_url", t.status == TaskState::kDone
+                                    ? std::optional<std::string>(result_url(t))
+                                    : std::nullopt);
+        }
+        break;
+    }
   }
-  w.field("result_url",
-          t.status == TaskState::kDone ? std::optional<std::string>(result_url(t)) : std::nullopt);
-  if (t.input_name) {
-    w.key("input").begin_object();
-    w.field("filename", *t.input_name);
-    w.field("content_type", t.input_type.value_or(""));
-    w.field("size", t.input_size.value_or(0));
-    w.end_object();
-  }
-  // The payload was stored as the dump of a parsed JSON object: valid JSON, embedded as is.
-  w.key("payload").raw(t.payload.empty() ? "{}" : t.payload);
   if (view && t.status == TaskState::kQueued) {
     w.field("queue_position", view->queue_position);
     w.field_time("estimated_start", view->estimated_start_ms);
@@ -69,8 +159,12 @@ void write_task(JsonWriter& w, const Task& t, bool details, const TaskView* view
     if (t.webhook_url) {
       w.key("webhook").begin_object();
       w.field("url", *t.webhook_url);
-      w.field("state", t.webhook_state.empty() ? std::nullopt
-                                               : std::optional<std::string>(t.webhook_state));
+      w.key("state");
+      if (t.webhook_state == WebhookState::kNone) {
+        w.null();
+      } else {
+        w.string(to_string(t.webhook_state));
+      }
       w.key("deliveries").begin_array();
       for (const WebhookDelivery& d : t.deliveries) {
         w.begin_object();

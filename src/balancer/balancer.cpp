@@ -5,7 +5,20 @@
 #include <algorithm>
 #include <numeric>
 
+#include "core/backoff.h"
+
 namespace ts {
+
+std::string_view to_string(BackendState state) {
+  switch (state) {
+    case BackendState::kUp: return "up";
+    case BackendState::kBusy: return "busy";
+    case BackendState::kEjected: return "ejected";
+    case BackendState::kDown: return "down";
+  }
+  return "down";
+}
+
 namespace {
 
 constexpr size_t kLatencyWindow = 100;
@@ -86,9 +99,8 @@ void Balancer::release(const Lease& lease, CallOutcome outcome, int64_t latency_
         if (++b.task_fails_in_row >= policy_.max_fails && now >= b.ejected_until) {
           ++b.ejections_in_row;
           ++b.ejections;
-          int64_t ms = policy_.eject_base_ms;
-          for (int k = 1; k < b.ejections_in_row && ms < policy_.eject_max_ms; ++k) ms *= 2;
-          ms = std::min(ms, policy_.eject_max_ms);
+          int64_t ms = doubling_delay_ms(policy_.eject_base_ms, b.ejections_in_row,
+                                         policy_.eject_max_ms);
           b.ejected_until = now + ms;
           b.since = now;
           b.task_fails_in_row = 0;
@@ -155,13 +167,13 @@ std::vector<BackendSnapshot> Balancer::snapshot() const {
     s.url = b.spec.url;
     s.since_ms = b.since;
     if (!b.probe_up) {
-      s.state = "down";
+      s.state = BackendState::kDown;
     } else if (now < b.ejected_until) {
-      s.state = "ejected";
+      s.state = BackendState::kEjected;
     } else if (now < b.resting_until) {
-      s.state = "busy";
+      s.state = BackendState::kBusy;
     } else {
-      s.state = "up";
+      s.state = BackendState::kUp;
       // A timed-out ejection or rest ended on its own: that end is when it came back.
       s.since_ms = std::max({b.since, std::min(b.ejected_until, now), std::min(b.resting_until, now)});
     }
@@ -193,16 +205,6 @@ int Balancer::total_slots() const {
   int total = 0;
   for (const Backend& b : backends_) total += b.spec.slots;
   return total;
-}
-
-int Balancer::usable_count() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  int64_t now = clock_.now_ms();
-  int n = 0;
-  for (const Backend& b : backends_) {
-    if (b.probe_up && now >= b.ejected_until) ++n;
-  }
-  return n;
 }
 
 }  // namespace ts

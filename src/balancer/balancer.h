@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/clock.h"
@@ -54,9 +55,23 @@ struct Lease {
   std::string url;
 };
 
+// A backend's health as every reader sees it (api, worker, ETA), as in Envoy's one healthy():
+// up or busy take tasks (busy only after its rest), ejected and down do not.
+enum class BackendState {
+  kUp,       // probes pass, not ejected, not resting
+  kBusy,     // resting after a 429/503, for its Retry-After
+  kEjected,  // failing tasks took it out for a while, probes or not
+  kDown,     // failing probes took it out until `rise` pass
+};
+std::string_view to_string(BackendState state);
+// Up or busy: counted as healthy by /ready, backend_up and the start estimate.
+inline bool is_healthy(BackendState state) {
+  return state == BackendState::kUp || state == BackendState::kBusy;
+}
+
 struct BackendSnapshot {
   std::string url;
-  std::string state;  // "up", "down", "ejected", "busy"
+  BackendState state = BackendState::kUp;
   int64_t since_ms = 0;
   int slots = 0;
   int slots_busy = 0;
@@ -96,7 +111,6 @@ class Balancer {
   size_t size() const { return backends_.size(); }
   int total_slots() const;
   std::string url(size_t index) const { return backends_[index].spec.url; }
-  int usable_count() const;  // backends up and not ejected (resting ones count)
 
  private:
   struct Backend {

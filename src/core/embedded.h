@@ -7,7 +7,9 @@
 namespace ts {
 
 struct EmbeddedFile {
-  const char* name;  // base name, e.g. "0001_init.sql"; nullptr ends the list
+  // Migrations: store folder and file ("sqlite/0001_init.sql"); web: the base name
+  // ("app.js"). nullptr ends the list.
+  const char* name;
   const char* data;
   std::size_t size;
 };

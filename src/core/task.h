@@ -1,12 +1,7 @@
 #pragma once
-// Task and TaskState: the record every module passes around, and the state machine that says
-// which changes are allowed. Plain values; thread-compatible.
-//
-//   QUEUED ──▶ RUNNING ──▶ DONE | FAILED
-//     │           │  └───▶ QUEUED   (retry after backoff, busy backend, shutdown, crash recovery)
-//     └───────────┴──────▶ CANCELED
-//
-// DONE, FAILED and CANCELED are final: a task in a final state never runs again.
+// Task: the record every module passes around, with its attempts and webhook deliveries, and
+// the bounds of the API contract. Plain values; thread-compatible. The state machine is in
+// core/task_state.h.
 
 #include <cstdint>
 #include <optional>
@@ -14,14 +9,9 @@
 #include <string_view>
 #include <vector>
 
+#include "core/task_state.h"
+
 namespace ts {
-
-enum class TaskState { kQueued, kRunning, kDone, kFailed, kCanceled };
-
-std::string_view to_string(TaskState state);
-std::optional<TaskState> parse_task_state(std::string_view name);
-bool is_final(TaskState state);
-bool can_transition(TaskState from, TaskState to);
 
 // Bounds of the API contract (DESIGN.md); outside them a request gets 422 naming the field.
 inline constexpr int kMinPriority = 0;
@@ -34,6 +24,7 @@ inline constexpr int kMinTimeoutS = 1;
 inline constexpr int kMaxTimeoutS = 86400;
 inline constexpr size_t kMaxIdempotencyKeyBytes = 255;
 inline constexpr size_t kMaxWebhookUrlBytes = 2048;
+inline constexpr size_t kMaxTypeLength = 64;  // a pool name: a-z, 0-9, _ and -
 
 // "low"/"normal"/"high" map to 2/5/8.
 std::optional<int> priority_from_word(std::string_view word);
@@ -80,8 +71,7 @@ struct Task {
   std::optional<std::string> input_name;
   std::optional<std::string> input_type;
   std::optional<int64_t> input_size;
-  // Webhook delivery state: "pending", "delivered", "failed" (empty: no webhook or not final).
-  std::string webhook_state;
+  WebhookState webhook_state = WebhookState::kNone;
   std::vector<Attempt> attempts;            // filled by reads that ask for details
   std::vector<WebhookDelivery> deliveries;  // likewise
 };

@@ -29,7 +29,6 @@ struct NewTask {
 
 inline constexpr int kMaxJsonDepth = 64;
 inline constexpr size_t kMaxBatchSize = 1000;
-inline constexpr size_t kMaxTypeLength = 64;
 
 // Parses JSON text with a nesting limit checked before parsing (so a 10,000-deep document
 // costs a scan, not a recursion). kMalformed on any failure.

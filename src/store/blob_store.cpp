@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 namespace ts {
 namespace {
@@ -59,6 +60,22 @@ Status write_file_synced(const std::string& path, std::string_view bytes) {
   ::close(fd);
   return Status::Ok();
 }
+
+TempFile& TempFile::operator=(TempFile&& other) noexcept {
+  if (this != &other) {
+    discard();
+    path_ = std::move(other.path_);
+    other.path_.clear();
+  }
+  return *this;
+}
+
+void TempFile::discard() {
+  if (!path_.empty()) ::unlink(path_.c_str());
+  path_.clear();
+}
+
+std::string TempFile::release() { return std::exchange(path_, std::string()); }
 
 StatusOr<BlobStore> BlobStore::open(const std::string& dir) {
   std::error_code ec;

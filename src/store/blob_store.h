@@ -15,6 +15,28 @@
 
 namespace ts {
 
+// A file written under a temporary name inside a BlobStore's folder (an upload as it streams
+// in): removed when it goes out of scope, unless adopted into place or released. Move-only.
+class TempFile {
+ public:
+  TempFile() = default;
+  explicit TempFile(std::string path) : path_(std::move(path)) {}
+  TempFile(TempFile&& other) noexcept : path_(std::move(other.path_)) { other.path_.clear(); }
+  TempFile& operator=(TempFile&& other) noexcept;
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() { discard(); }
+  const std::string& path() const { return path_; }
+  bool empty() const { return path_.empty(); }
+  // Removes the file now.
+  void discard();
+  // The path, whose file is the caller's from now on.
+  std::string release();
+
+ private:
+  std::string path_;
+};
+
 class BlobStore {
  public:
   // Creates the folder if missing.
@@ -35,6 +57,7 @@ class BlobStore {
   Status put(const std::string& name, std::string_view bytes) const;
   // Moves an existing file (already fsynced, on the same file system) into place.
   Status adopt(const std::string& temp_path, const std::string& name) const;
+  Status adopt(TempFile file, const std::string& name) const { return adopt(file.release(), name); }
   StatusOr<std::string> read(const std::string& name) const;
   void remove(const std::string& name) const;
   std::string path_of(const std::string& name) const { return dir_ + "/" + name; }

@@ -1,26 +1,23 @@
 #include "store/migrations.h"
 
-#include <SQLiteCpp/Exception.h>
-#include <SQLiteCpp/Transaction.h>
-
 #include <algorithm>
 #include <cctype>
 
 namespace ts {
+namespace {
 
-StatusOr<std::vector<Migration>> migrations_from(const EmbeddedFile* files) {
-  std::vector<Migration> out;
-  for (const EmbeddedFile* f = files; f->name != nullptr; ++f) {
-    std::string name = f->name;
-    size_t digits = 0;
-    while (digits < name.size() && std::isdigit(static_cast<unsigned char>(name[digits]))) {
-      ++digits;
-    }
-    if (digits == 0 || digits > 6 || name.size() <= digits || name[digits] != '_') {
-      return Status::Internal("migration file name must be NNNN_name.sql: " + name);
-    }
-    out.push_back({std::stoi(name.substr(0, digits)), name, std::string(f->data, f->size)});
+StatusOr<Migration> parse_migration(const std::string& name, const char* data, size_t size) {
+  size_t digits = 0;
+  while (digits < name.size() && std::isdigit(static_cast<unsigned char>(name[digits]))) {
+    ++digits;
   }
+  if (digits == 0 || digits > 6 || name.size() <= digits || name[digits] != '_') {
+    return Status::Internal("migration file name must be NNNN_name.sql: " + name);
+  }
+  return Migration{std::stoi(name.substr(0, digits)), name, std::string(data, size)};
+}
+
+StatusOr<std::vector<Migration>> sorted(std::vector<Migration> out) {
   std::sort(out.begin(), out.end(),
             [](const Migration& a, const Migration& b) { return a.version < b.version; });
   for (size_t i = 1; i < out.size(); ++i) {
@@ -31,40 +28,38 @@ StatusOr<std::vector<Migration>> migrations_from(const EmbeddedFile* files) {
   return out;
 }
 
-StatusOr<std::vector<Migration>> builtin_migrations() {
-  return migrations_from(embedded_migrations());
+}  // namespace
+
+StatusOr<std::vector<Migration>> migrations_from(const EmbeddedFile* files) {
+  std::vector<Migration> out;
+  for (const EmbeddedFile* f = files; f->name != nullptr; ++f) {
+    auto m = parse_migration(f->name, f->data, f->size);
+    if (!m.ok()) return m.status();
+    out.push_back(std::move(*m));
+  }
+  return sorted(std::move(out));
 }
 
-StatusOr<MigrationReport> apply_migrations(SQLite::Database& db,
-                                           const std::vector<Migration>& migrations) {
-  MigrationReport report;
-  try {
-    int current = db.execAndGet("PRAGMA user_version").getInt();
-    report.from_version = current;
-    report.to_version = current;
-    int newest = migrations.empty() ? 0 : migrations.back().version;
-    if (current > newest) {
-      return Status::Unavailable(
-          "schema_too_new",
-          "the database has schema version " + std::to_string(current) +
-              " but this taskserver knows only up to version " + std::to_string(newest) +
-              "; it was written by a newer taskserver. Refusing to touch it: run the newer "
-              "binary, or restore a backup made for this version");
-    }
-    for (const Migration& m : migrations) {
-      if (m.version <= current) continue;
-      SQLite::Transaction txn(db);
-      db.exec(m.sql);
-      db.exec("PRAGMA user_version = " + std::to_string(m.version));
-      txn.commit();
-      current = m.version;
-      report.applied.push_back(m.name);
-      report.to_version = current;
-    }
-  } catch (const SQLite::Exception& e) {
-    return Status::Internal(std::string("migration failed: ") + e.what());
+StatusOr<std::vector<Migration>> builtin_migrations(std::string_view store) {
+  const std::string prefix = std::string(store) + "/";
+  std::vector<Migration> out;
+  for (const EmbeddedFile* f = embedded_migrations(); f->name != nullptr; ++f) {
+    std::string name = f->name;
+    if (name.rfind(prefix, 0) != 0) continue;
+    auto m = parse_migration(name.substr(prefix.size()), f->data, f->size);
+    if (!m.ok()) return m.status();
+    out.push_back(std::move(*m));
   }
-  return report;
+  return sorted(std::move(out));
+}
+
+Status schema_too_new(int current, int newest) {
+  return Status::Unavailable(
+      "schema_too_new",
+      "the database has schema version " + std::to_string(current) +
+          " but this taskserver knows only up to version " + std::to_string(newest) +
+          "; it was written by a newer taskserver. Refusing to touch it: run the newer binary, "
+          "or restore a backup made for this version");
 }
 
 }  // namespace ts

@@ -1,12 +1,12 @@
 #pragma once
-// Schema migrations: numbered SQL files (migrations/NNNN_name.sql, compiled into the binary),
-// applied once each, in order, each in its own transaction, tracked by PRAGMA user_version.
-// A database newer than the binary knows is refused untouched. Not thread-safe: run once at
-// start on the write connection.
-
-#include <SQLiteCpp/Database.h>
+// Schema migrations, store-neutral: numbered SQL files, one folder per store
+// (migrations/sqlite/NNNN_name.sql, migrations/postgres/...), compiled into the binary. Each
+// store applies its own list once each, in order, and refuses a database newer than the newest
+// it knows (SqliteTaskStore::migrate; store_factory.h runs it for `taskserver migrate`). Pure;
+// thread-safe.
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/embedded.h"
@@ -20,9 +20,11 @@ struct Migration {
   std::string sql;
 };
 
-// The migrations compiled into this binary, sorted by version. A malformed name (no numeric
-// prefix, a repeated number) is a build defect and reported as kInternal.
-StatusOr<std::vector<Migration>> builtin_migrations();
+// The migrations of one store compiled into this binary ("sqlite", "postgres"), sorted by
+// version. A malformed name (no numeric prefix, a repeated number) is a build defect and
+// reported as kInternal.
+StatusOr<std::vector<Migration>> builtin_migrations(std::string_view store);
+// Files named NNNN_name.sql (no folder), sorted by version.
 StatusOr<std::vector<Migration>> migrations_from(const EmbeddedFile* files);
 
 struct MigrationReport {
@@ -31,9 +33,7 @@ struct MigrationReport {
   std::vector<std::string> applied;  // file names, in order
 };
 
-// Brings `db` up to the newest migration. kUnavailable with a clear message when the
-// database's user_version is newer than the newest migration known.
-StatusOr<MigrationReport> apply_migrations(SQLite::Database& db,
-                                           const std::vector<Migration>& migrations);
+// The refusal of a database whose schema is newer than this binary knows.
+Status schema_too_new(int current, int newest);
 
 }  // namespace ts

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "core/backoff.h"
 #include "core/thread_name.h"
 #include "http/client.h"
 
@@ -31,7 +32,7 @@ std::string webhook_signature(const std::string& secret, const std::string& body
   return out;
 }
 
-WebhookDispatcher::WebhookDispatcher(WebhookOptions options, TaskStore& store, const Clock& clock,
+WebhookDispatcher::WebhookDispatcher(WebhookOptions options, WebhookOutbox& store, const Clock& clock,
                                      Metrics& metrics, Render render)
     : options_(std::move(options)),
       store_(store),
@@ -112,12 +113,10 @@ void WebhookDispatcher::sender_loop() {
 }
 
 void WebhookDispatcher::deliver(int64_t seq) {
-  auto found = store_.get_by_seq(seq);
+  auto found = store_.delivery_of(seq);
   if (!found.ok() || !*found) return;
-  auto full = store_.get((*found)->task_id, true);
-  if (!full.ok() || !*full) return;
-  const Task& task = **full;
-  if (task.webhook_state != "pending" || !task.webhook_url) return;
+  const Task& task = **found;
+  if (task.webhook_state != WebhookState::kPending || !task.webhook_url) return;
   int number = static_cast<int>(task.deliveries.size()) + 1;
   std::string body = render_(task);
 
@@ -150,26 +149,25 @@ void WebhookDispatcher::deliver(int64_t seq) {
     }
   }
   bool ok = d.error.empty();
-  std::string state = "delivered";
+  WebhookState state = WebhookState::kDelivered;
   std::optional<int64_t> next_at;
   if (!ok) {
     if (number >= options_.max_attempts) {
-      state = "failed";
+      state = WebhookState::kFailed;
     } else {
-      state = "pending";
-      int64_t delay = options_.base_ms;
-      for (int k = 1; k < number && delay < options_.cap_ms; ++k) delay *= 2;
-      next_at = clock_.now_ms() + std::min(delay, options_.cap_ms);
+      state = WebhookState::kPending;
+      next_at = clock_.now_ms() + doubling_delay_ms(options_.base_ms, number, options_.cap_ms);
     }
   }
-  metrics_.webhook_deliveries.inc({ok ? "delivered" : (state == "failed" ? "failed" : "retry")});
+  metrics_.webhook_deliveries.inc(
+      {ok ? "delivered" : (state == WebhookState::kFailed ? "failed" : "retry")});
   Status st = store_.record_webhook(seq, d, state, next_at);
   if (!st.ok()) spdlog::error("task {}: cannot record webhook delivery: {}", task.task_id, st.message());
   if (ok) {
     spdlog::info("task {} webhook delivered (attempt {})", task.task_id, number);
   } else {
     spdlog::warn("task {} webhook attempt {} failed: {}{}", task.task_id, number, d.error,
-                 state == "failed" ? " (giving up)" : "");
+                 state == WebhookState::kFailed ? " (giving up)" : "");
   }
 }
 

@@ -36,7 +36,7 @@ std::string webhook_signature(const std::string& secret, const std::string& body
 class WebhookDispatcher {
  public:
   using Render = std::function<std::string(const Task&)>;
-  WebhookDispatcher(WebhookOptions options, TaskStore& store, const Clock& clock,
+  WebhookDispatcher(WebhookOptions options, WebhookOutbox& store, const Clock& clock,
                     Metrics& metrics, Render render);
   ~WebhookDispatcher();
   void start();
@@ -50,7 +50,7 @@ class WebhookDispatcher {
   void deliver(int64_t seq);
 
   const WebhookOptions options_;
-  TaskStore& store_;
+  WebhookOutbox& store_;
   const Clock& clock_;
   Metrics& metrics_;
   const Render render_;

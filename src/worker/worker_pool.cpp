@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "backend/png.h"
+#include "core/backoff.h"
 #include "core/thread_name.h"
 
 namespace ts {
@@ -12,27 +12,14 @@ namespace {
 
 constexpr int kTakeWaitMs = 200;  // workers re-check timed health changes this often
 constexpr int kWatchdogTickMs = 50;
-
-CallOutcome outcome_for_balancer(CallResult r) {
-  switch (r) {
-    case CallResult::kOk: return CallOutcome::kSuccess;
-    case CallResult::kClientError: return CallOutcome::kClientError;
-    case CallResult::kBusy: return CallOutcome::kBusy;
-    case CallResult::kAborted:
-    case CallResult::kBadRequest: return CallOutcome::kAborted;
-    case CallResult::kServerError:
-    case CallResult::kConnectError:
-    case CallResult::kTimeout: return CallOutcome::kFailure;
-  }
-  return CallOutcome::kFailure;
-}
-
 }  // namespace
 
-WorkerPool::WorkerPool(PoolOptions options, TaskStore& store, const BlobStore& results,
-                       const BlobStore& inputs, const Clock& clock)
+WorkerPool::WorkerPool(PoolOptions options, TaskTransitions& transitions,
+                       BacklogSource& backlog, const BlobStore& results, const BlobStore& inputs,
+                       const Clock& clock)
     : options_(std::move(options)),
-      store_(store),
+      transitions_(transitions),
+      backlog_(backlog),
       results_(results),
       inputs_(inputs),
       clock_(clock),
@@ -41,7 +28,7 @@ WorkerPool::WorkerPool(PoolOptions options, TaskStore& store, const BlobStore& r
              ReadyQueue::Source{
                  [this](size_t limit, const std::unordered_set<int64_t>& exclude,
                         int64_t now) -> StatusOr<std::vector<QueueItem>> {
-                   auto rows = store_.fetch_ready(options_.name, limit, exclude, now);
+                   auto rows = backlog_.fetch_ready(options_.name, limit, exclude, now);
                    if (!rows.ok()) return rows.status();
                    std::vector<QueueItem> items;
                    items.reserve(rows->size());
@@ -51,7 +38,7 @@ WorkerPool::WorkerPool(PoolOptions options, TaskStore& store, const BlobStore& r
                    }
                    return items;
                  },
-                 [this](int64_t now) { return store_.next_due(options_.name, now); }},
+                 [this](int64_t now) { return backlog_.next_due(options_.name, now); }},
              clock),
       rng_(std::random_device{}()) {
   worker_count_ = options_.workers > 0 ? options_.workers : std::max(1, balancer_.total_slots());
@@ -61,11 +48,11 @@ WorkerPool::WorkerPool(PoolOptions options, TaskStore& store, const BlobStore& r
 WorkerPool::~WorkerPool() { shutdown(std::chrono::milliseconds(0)); }
 
 Status WorkerPool::start() {
-  auto blocks = store_.queued_blocks(options_.name, BacklogRanks::kBlockBits);
+  auto blocks = backlog_.queued_blocks(options_.name, BacklogRanks::kBlockBits);
   if (!blocks.ok()) return blocks.status();
   std::vector<BacklogRanks::BlockCount> counts;
   counts.reserve(blocks->size());
-  for (const TaskStore::QueuedBlock& b : *blocks) counts.push_back({b.priority, b.block, b.count});
+  for (const QueuedBlock& b : *blocks) counts.push_back({b.priority, b.block, b.count});
   ranks_.reset(counts);
   queued_.store(ranks_.total());
   running_count_.store(0);  // recovery put every RUNNING row back before the pools start
@@ -158,13 +145,9 @@ void WorkerPool::canceled(int64_t seq, TaskState was) {
 }
 
 int64_t WorkerPool::backoff_ms(int attempt) {
-  int64_t ms = options_.retry.base_ms;
-  for (int k = 1; k < attempt && ms < options_.retry.cap_ms; ++k) ms *= 2;
-  ms = std::min(ms, options_.retry.cap_ms);
+  int64_t ms = doubling_delay_ms(options_.retry.base_ms, attempt, options_.retry.cap_ms);
   std::lock_guard<std::mutex> lock(mu_);
-  // "Equal jitter": half fixed, half random, so retries of a burst spread out but never
-  // come back at once.
-  return ms / 2 + std::uniform_int_distribution<int64_t>(0, ms / 2)(rng_);
+  return equal_jitter_ms(ms, rng_);
 }
 
 void WorkerPool::worker_loop() {
@@ -193,148 +176,6 @@ void WorkerPool::report(const std::string& task_id, const std::string& backend,
   }
 }
 
-void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
-  auto call = std::make_shared<BackendCall>();
-  // Registered before the task turns RUNNING, so a cancel that lands in between still finds
-  // the call and aborts it before it is sent.
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_[item.seq] = Running{call, INT64_MAX};
-  }
-  auto unregister = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_.erase(item.seq);
-    cv_.notify_all();
-  };
-
-  int64_t started = clock_.now_ms();
-  auto marked = store_.mark_running(item.seq, lease.url, started);
-  if (!marked.ok() || !*marked) {
-    unregister();
-    balancer_.release(lease, CallOutcome::kAborted, 0, "");
-    if (!marked.ok()) {
-      spdlog::error("pool {}: cannot mark task {} running: {}", options_.name, item.task_id,
-                    marked.status().message());
-      queue_.give_back(item);
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    } else {
-      queue_.release(item.seq);  // canceled while queued
-    }
-    return;
-  }
-  const Task& task = **marked;
-  int timeout_s = std::clamp(task.timeout_s.value_or(options_.default_timeout_s), 1,
-                             options_.max_timeout_s);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    running_[item.seq].deadline_ms = started + int64_t{timeout_s} * 1000;
-  }
-
-  BackendRequest req;
-  req.base_url = lease.url;
-  req.path = options_.request_path;
-  req.body = task.payload;
-  req.timeout_ms = int64_t{timeout_s} * 1000;
-  req.connect_timeout_ms = options_.connect_timeout_ms;
-  req.max_answer_bytes = options_.max_answer_bytes;
-  if (task.input_name) {
-    req.file = InputFile{inputs_.path_of(task.task_id), *task.input_name,
-                         task.input_type.value_or("application/octet-stream")};
-  }
-  BackendResponse resp = call->run(req);
-  unregister();
-  if (resp.result == CallResult::kOk && options_.expect_images && !is_images_answer(resp.body)) {
-    // A 2xx that is not an images answer is the backend misbehaving: it counts against it and
-    // the task tries again, rather than ending DONE with no image.
-    resp.result = CallResult::kServerError;
-    resp.error = "the backend answered HTTP " + std::to_string(resp.http_status) +
-                 " without an images answer (data[0].b64_json or url): " +
-                 resp.body.substr(0, 120);
-    resp.body.clear();
-  }
-  int64_t ended = clock_.now_ms();
-  int64_t duration = ended - started;
-  balancer_.release(lease, outcome_for_balancer(resp.result), duration, resp.error,
-                    resp.retry_after_ms);
-
-  Attempt attempt{task.attempt, lease.url, "", resp.error, started, duration};
-  auto finish_failed = [&](const std::string& error) {
-    attempt.outcome = "failed";
-    auto r = store_.finish_failed(item.seq, attempt, error);
-    if (!r.ok()) spdlog::error("task {}: cannot record failure: {}", task.task_id, r.status().message());
-    queue_.release(item.seq);
-  };
-  auto requeue = [&](std::optional<int64_t> next_at, bool give_back, const std::string& outcome) {
-    attempt.outcome = outcome;
-    auto r = store_.requeue(item.seq, attempt, next_at, give_back, resp.error);
-    if (!r.ok()) {
-      spdlog::error("task {}: cannot requeue: {}", task.task_id, r.status().message());
-      queue_.release(item.seq);
-      return;
-    }
-    if (!*r) {  // canceled meanwhile
-      queue_.release(item.seq);
-    } else if (next_at) {
-      queue_.release(item.seq);
-      queue_.schedule(*next_at);
-    } else {
-      queue_.give_back(QueueItem{item.seq, item.priority, item.task_id, lease.url});
-    }
-  };
-
-  switch (resp.result) {
-    case CallResult::kOk: {
-      Status st = results_.put(task.task_id, resp.body);
-      if (!st.ok()) {
-        spdlog::error("task {}: cannot store result: {}", task.task_id, st.message());
-        resp.error = "cannot store the result: " + st.message();
-        requeue(ended + backoff_ms(task.attempt), false, "retry");
-        break;
-      }
-      attempt.outcome = "done";
-      attempt.error.clear();
-      ResultMeta meta{static_cast<int64_t>(resp.body.size()),
-                      resp.content_type.empty() ? "application/octet-stream" : resp.content_type};
-      auto r = store_.finish_done(item.seq, attempt, meta);
-      if (!r.ok()) {
-        spdlog::error("task {}: cannot record result: {}", task.task_id, r.status().message());
-      } else if (!*r) {
-        results_.remove(task.task_id);  // canceled while running: the result is not kept
-      }
-      queue_.release(item.seq);
-      break;
-    }
-    case CallResult::kClientError:
-    case CallResult::kBadRequest:
-      finish_failed(resp.error);
-      break;
-    case CallResult::kServerError:
-    case CallResult::kConnectError:
-    case CallResult::kTimeout:
-      if (task.attempt >= task.max_attempts) {
-        finish_failed("all " + std::to_string(task.max_attempts) +
-                      " attempts failed; the last: " + resp.error);
-      } else {
-        requeue(ended + backoff_ms(task.attempt), false, "retry");
-      }
-      break;
-    case CallResult::kBusy:
-      // Busy is not broken: the attempt does not count and another backend may take it now.
-      requeue(std::nullopt, true, "busy");
-      break;
-    case CallResult::kAborted:
-      if (call->abort_reason() == AbortReason::kShutdown) {
-        resp.error = "interrupted by shutdown";
-        requeue(std::nullopt, true, "interrupted");
-      } else {
-        queue_.release(item.seq);  // canceled: the store already says so
-      }
-      break;
-  }
-  report(task.task_id, lease.url, attempt.outcome.empty() ? "canceled" : attempt.outcome,
-         duration);
-}
-
 void WorkerPool::watchdog_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
@@ -350,7 +191,7 @@ void WorkerPool::watchdog_loop() {
 
 StatusOr<int64_t> WorkerPool::queue_position(int priority, int64_t seq) const {
   BacklogRanks::Ahead ahead = ranks_.ahead(priority, seq);
-  auto in_block = store_.count_queued_between(options_.name, priority, ahead.block_first_seq, seq);
+  auto in_block = backlog_.count_queued_between(options_.name, priority, ahead.block_first_seq, seq);
   if (!in_block.ok()) return in_block.status();
   // The counts follow commits a moment after a reader sees them: never below zero.
   return std::max<int64_t>(0, ahead.outside_block + *in_block);
@@ -361,7 +202,7 @@ std::optional<int64_t> WorkerPool::estimate_start_ms(int64_t position) const {
   double mean = 0;
   int samples = 0, slots = 0, busy = 0;
   for (const auto& b : backends) {
-    if (b.state == "down") continue;
+    if (!is_healthy(b.state)) continue;
     slots += b.slots;
     busy += b.slots_busy;
     if (b.latency_mean_ms > 0) {
@@ -391,7 +232,7 @@ PoolStats WorkerPool::stats() const {
   s.max_queued = options_.max_queued;
   s.backends = balancer_.snapshot();
   if (s.queued > 0) {
-    auto oldest = store_.oldest_queued_created_at(options_.name);
+    auto oldest = backlog_.oldest_queued_created_at(options_.name);
     if (oldest.ok()) s.oldest_queued_ms = *oldest;
   }
   int64_t now_minute = clock_.now_ms() / 60'000;

@@ -8,7 +8,8 @@
 //
 // Thread-safe. The store's commit listener feeds on_change() in commit order; cancel() and the
 // stats may be called from any thread. Pools share nothing but the store: a dead or slow pool
-// never blocks another.
+// never blocks another. worker_pool.cpp holds the pool's lifecycle, bookkeeping and estimates;
+// attempt.cpp one attempt and what its outcome does to the task.
 
 #include <atomic>
 #include <chrono>
@@ -84,8 +85,9 @@ class WorkerPool {
  public:
   using AttemptListener = std::function<void(const AttemptReport&)>;
 
-  WorkerPool(PoolOptions options, TaskStore& store, const BlobStore& results,
-             const BlobStore& inputs, const Clock& clock);
+  // `transitions` and `backlog` are usually one store; a test may give a fake.
+  WorkerPool(PoolOptions options, TaskTransitions& transitions, BacklogSource& backlog,
+             const BlobStore& results, const BlobStore& inputs, const Clock& clock);
   ~WorkerPool();
 
   // Set once, before start().
@@ -122,6 +124,7 @@ class WorkerPool {
     int64_t deadline_ms = 0;
   };
   void worker_loop();
+  // One attempt of a task on the backend of `lease` (attempt.cpp).
   void run_one(const QueueItem& item, const Lease& lease);
   void watchdog_loop();
   // A canceled task: out of the channel, or its backend call aborted.
@@ -130,7 +133,8 @@ class WorkerPool {
               int64_t duration_ms);
 
   const PoolOptions options_;
-  TaskStore& store_;
+  TaskTransitions& transitions_;
+  BacklogSource& backlog_;
   const BlobStore& results_;
   const BlobStore& inputs_;
   const Clock& clock_;

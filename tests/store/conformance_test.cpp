@@ -1,26 +1,19 @@
+// The store conformance suite: what every TaskStore promises (store/task_store.h), run on each
+// store of TS_STORES (tests/support/stores.h). A new store passes these before anything else.
+
 #include <doctest/doctest.h>
-
-#include <SQLiteCpp/Database.h>
-
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
-#include <cstring>
 #include <thread>
 #include <utility>
 
 #include "core/clock.h"
 #include "core/ids.h"
-#include "store/blob_store.h"
-#include "store/migrations.h"
-#include "store/task_store.h"
-#include "support/harness.h"
+#include "support/stores.h"
 
 using namespace ts;
 
@@ -36,15 +29,14 @@ Task make_task(const Clock& clock, const std::string& type = "image", int priori
   return t;
 }
 
-std::unique_ptr<TaskStore> open_store(const tst::TempDir& dir, const Clock& clock) {
-  StoreOptions o;
-  o.path = dir.file("tasks.db");
-  auto s = TaskStore::open(o, clock);
-  REQUIRE(s.ok());
-  return std::move(*s);
+// Every task in the store, counted by state.
+int64_t count_all(TaskStore& store) {
+  auto counts = store.count_by_status();
+  REQUIRE(counts.ok());
+  int64_t n = 0;
+  for (const auto& [state, k] : *counts) n += k;
+  return n;
 }
-
-EmbeddedFile file(const char* name, const char* sql) { return {name, sql, std::strlen(sql)}; }
 
 // What a store's commit listener hears (on the writer thread), in order.
 struct Heard {
@@ -81,73 +73,10 @@ std::set<int64_t> check_inserted(TaskStore& store, const std::vector<std::vector
 
 }  // namespace
 
-TEST_CASE("migrations apply once - in order - each in its own transaction") {
-  tst::TempDir dir;
-  // Deliberately listed out of order: they must run by number.
-  const EmbeddedFile files[] = {
-      file("0002_second.sql", "INSERT INTO log VALUES ('second');"),
-      file("0001_first.sql", "CREATE TABLE log (what TEXT); INSERT INTO log VALUES ('first');"),
-      file("0003_third.sql", "INSERT INTO log VALUES ('third');"),
-      {nullptr, nullptr, 0}};
-  auto list = migrations_from(files);
-  REQUIRE(list.ok());
-  SQLite::Database db(dir.file("m.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-  auto r = apply_migrations(db, *list);
-  REQUIRE(r.ok());
-  CHECK(r->from_version == 0);
-  CHECK(r->to_version == 3);
-  CHECK(r->applied == std::vector<std::string>{"0001_first.sql", "0002_second.sql", "0003_third.sql"});
-  SQLite::Statement q(db, "SELECT group_concat(what, ',') FROM log");
-  q.executeStep();
-  CHECK(q.getColumn(0).getString() == "first,second,third");
-  // Again: nothing to do, nothing repeated.
-  auto again = apply_migrations(db, *list);
-  REQUIRE(again.ok());
-  CHECK(again->applied.empty());
-  CHECK(db.execAndGet("SELECT COUNT(*) FROM log").getInt() == 3);
-}
-
-TEST_CASE("a failing migration leaves the schema at the last good version") {
-  tst::TempDir dir;
-  const EmbeddedFile files[] = {file("0001_ok.sql", "CREATE TABLE a (x);"),
-                                file("0002_bad.sql", "CREATE TABLE b (x); SELECT * FROM nope;"),
-                                {nullptr, nullptr, 0}};
-  auto list = migrations_from(files);
-  REQUIRE(list.ok());
-  SQLite::Database db(dir.file("m.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-  CHECK_FALSE(apply_migrations(db, *list).ok());
-  CHECK(db.execAndGet("PRAGMA user_version").getInt() == 1);
-  CHECK_FALSE(db.tableExists("b"));  // 0002's first statement was rolled back with it
-}
-
-TEST_CASE("a database newer than the binary is refused untouched") {
-  tst::TempDir dir;
-  {
-    SQLite::Database db(dir.file("tasks.db"), SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE);
-    db.exec("PRAGMA user_version = 999");
-  }
-  StoreOptions o;
-  o.path = dir.file("tasks.db");
-  auto s = TaskStore::open(o, SystemClock::instance());
-  REQUIRE_FALSE(s.ok());
-  CHECK(s.status().slug() == "schema_too_new");
-  CHECK(s.status().message().find("999") != std::string::npos);
-  SQLite::Database db(dir.file("tasks.db"), SQLite::OPEN_READONLY);
-  CHECK(db.execAndGet("PRAGMA user_version").getInt() == 999);
-  CHECK_FALSE(db.tableExists("tasks"));
-}
-
-TEST_CASE("the built-in migrations have distinct numbers and build the task table") {
-  auto list = builtin_migrations();
-  REQUIRE(list.ok());
-  REQUIRE(list->size() >= 2);
-  CHECK(list->front().name == "0001_init.sql");
-}
-
-TEST_CASE("state changes are guarded by the state they expect") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("state changes are guarded by the state they expect", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   std::vector<TaskChange> heard;
   store->set_commit_listener([&](const std::vector<TaskChange>& c) {
     heard.insert(heard.end(), c.begin(), c.end());
@@ -192,10 +121,10 @@ TEST_CASE("state changes are guarded by the state they expect") {
   CHECK(heard[2].to == TaskState::kDone);
 }
 
-TEST_CASE("idempotency keys: a repeat names the first task - also under concurrency") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("idempotency keys: a repeat names the first task - also under concurrency", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   std::atomic<int> created{0};
   std::vector<std::string> named(16);
   std::vector<std::thread> threads;
@@ -212,13 +141,13 @@ TEST_CASE("idempotency keys: a repeat names the first task - also under concurre
   for (auto& th : threads) th.join();
   CHECK(created == 1);
   for (const auto& n : named) CHECK(n == named[0]);
-  CHECK(*store->count_all() == 1);
+  CHECK(count_all(*store) == 1);
 }
 
-TEST_CASE("concurrent plain inserts are grouped and each gets its own row") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("concurrent plain inserts are grouped and each gets its own row", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   Heard heard_changes(*store);
   constexpr int kThreads = 24, kEach = 40;
   std::vector<std::vector<Task>> made(kThreads);
@@ -247,16 +176,16 @@ TEST_CASE("concurrent plain inserts are grouped and each gets its own row") {
   std::thread tb([&] { CHECK_FALSE(store->insert(b).ok()); });
   ta.join();
   tb.join();
-  CHECK(*store->count_all() == kThreads * kEach + 1);
+  CHECK(count_all(*store) == kThreads * kEach + 1);
 }
 
-TEST_CASE("a duplicate among grouped plain inserts fails alone, however the group falls") {
+TEST_CASE_TEMPLATE("a duplicate among grouped plain inserts fails alone, however the group falls", Stores, TS_STORES) {
   // The writer inserts new tasks many rows per statement, OR ROLLBACK; when one row fails the
   // whole transaction is undone and redone row by row. With 16 threads inserting at once the
   // duplicates land in groups with other rows: only the duplicates may fail.
-  tst::TempDir dir;
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   Heard heard(*store);
   Task seed = make_task(clock);
   REQUIRE(store->insert(seed).ok());
@@ -287,24 +216,24 @@ TEST_CASE("a duplicate among grouped plain inserts fails alone, however the grou
   CHECK(wrong == 0);
   CHECK(failed_dups == kThreads * kEach / 6);
   CHECK(ok_new == kThreads * kEach - kThreads * kEach / 6);
-  CHECK(*store->count_all() == 1 + ok_new);
+  CHECK(count_all(*store) == 1 + ok_new);
   std::set<int64_t> seqs = check_inserted(*store, made);
   std::vector<TaskChange> changes = heard.take();
   REQUIRE(changes.size() == seqs.size());  // one change per row that exists, none for a failure
   for (const TaskChange& c : changes) CHECK(seqs.count(c.seq) == 1);
 }
 
-TEST_CASE("insert_async: the callback hears the outcome once the row is committed") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("insert_async: the callback hears the outcome once the row is committed", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   Task seed = make_task(clock);
   seed.idempotency_key = "key-0";
   REQUIRE(store->insert(seed).ok());
 
   // Each callback runs once, on the notifier, after its transaction: the row is there (or, for
   // the duplicate, the failure is reported and nothing changed).
-  using Outcome = StatusOr<TaskStore::InsertOutcome>;
+  using Outcome = StatusOr<InsertOutcome>;
   std::mutex mu;
   std::map<std::string, Outcome> heard;  // guarded by mu
   std::atomic<int> calls{0}, visible_when_told{0};
@@ -365,7 +294,7 @@ TEST_CASE("insert_async: the callback hears the outcome once the row is committe
   CHECK(o1->created);  // the first queued is the first inserted
   CHECK_FALSE(o2->created);
   CHECK(o2->task_id == first_id);
-  CHECK(*store->count_all() == 22);
+  CHECK(count_all(*store) == 22);
   auto kept = store->get(seed.task_id, false);
   REQUIRE(kept.ok());
   REQUIRE(kept->has_value());
@@ -383,25 +312,25 @@ TEST_CASE("insert_async: the callback hears the outcome once the row is committe
   CHECK(closed.code() == Code::kUnavailable);
 }
 
-TEST_CASE("a batch is all or nothing") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("a batch is all or nothing", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   std::vector<Task> batch = {make_task(clock), make_task(clock), make_task(clock)};
   batch[2].task_id = batch[0].task_id;  // a duplicate id fails the third insert
   auto r = store->insert_batch(batch);
   CHECK_FALSE(r.ok());
   CHECK(r.status().field() == "tasks[2]");
-  CHECK(*store->count_all() == 0);
+  CHECK(count_all(*store) == 0);
   std::vector<Task> good = {make_task(clock), make_task(clock)};
   REQUIRE(store->insert_batch(good).ok());
-  CHECK(*store->count_all() == 2);
+  CHECK(count_all(*store) == 2);
 }
 
-TEST_CASE("the ready order is priority - then age - delayed retries wait") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("the ready order is priority - then age - delayed retries wait", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   std::vector<Task> tasks;
   for (int p : {5, 9, 5, 0, 9}) {
     tasks.push_back(make_task(clock, "image", p));
@@ -450,10 +379,10 @@ TEST_CASE("the ready order is priority - then age - delayed retries wait") {
   CHECK((*rows)[0].last_backend == "b");
 }
 
-TEST_CASE("recovery: RUNNING rows have spent their attempt") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("recovery: RUNNING rows have spent their attempt", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   Task keep = make_task(clock);
   Task spent = make_task(clock);
   spent.max_attempts = 1;
@@ -474,10 +403,10 @@ TEST_CASE("recovery: RUNNING rows have spent their attempt") {
   CHECK(s->attempts.at(0).outcome == "interrupted");
 }
 
-TEST_CASE("lists page newest first by cursor") {
-  tst::TempDir dir;
+TEST_CASE_TEMPLATE("lists page newest first by cursor", Stores, TS_STORES) {
+  Stores stores;
   ManualClock clock;
-  auto store = open_store(dir, clock);
+  auto store = stores.open(clock);
   for (int i = 0; i < 7; ++i) {
     Task t = make_task(clock);
     REQUIRE(store->insert(t).ok());
@@ -495,32 +424,3 @@ TEST_CASE("lists page newest first by cursor") {
   CHECK(store->list(q)->empty());
 }
 
-TEST_CASE("blob folders: temporaries of earlier processes are swept - this one's are not") {
-  tst::TempDir dir;
-  auto blobs = BlobStore::open(dir.file("results"));
-  REQUIRE(blobs.ok());
-  const auto now = std::filesystem::file_time_type::clock::now();
-  const std::string mine = ".tmp-" + std::to_string(::getpid()) + "-";
-  auto make = [&](const std::string& name, std::filesystem::file_time_type written) {
-    std::ofstream(blobs->path_of(name)) << "x";
-    std::filesystem::last_write_time(blobs->path_of(name), written);
-  };
-  make(".tmp-0-1", now);                            // another process's
-  make(mine + "old", now - std::chrono::hours(1));  // an earlier process with this pid
-  make(mine + "new", now);                          // this process's, being written
-  make(blobs->temp_path().substr(blobs->dir().size() + 1), now);  // likewise
-  make("0123456789abcdefghjkmnpqrs", now - std::chrono::hours(1));  // a result
-  std::atomic<bool> stop{false};
-  CHECK(blobs->sweep_temporaries(stop, now) == 2);
-  std::set<std::string> left;
-  blobs->for_each_name(stop, [&](const std::string& n) { left.insert(n); });
-  CHECK(left.size() == 3);
-  CHECK(left.count(mine + "new") == 1);
-  CHECK(left.count("0123456789abcdefghjkmnpqrs") == 1);
-  CHECK(left.count(".tmp-0-1") == 0);
-  CHECK(left.count(mine + "old") == 0);
-  // Stopped, it walks nothing.
-  stop = true;
-  make(".tmp-0-3", now);
-  CHECK(blobs->sweep_temporaries(stop, now) == 0);
-}

@@ -1,0 +1,213 @@
+// SqliteTaskStore: every change of a task's state, each one UPDATE guarded by the state it
+// expects (core/task_state.h), with the change recorded for the commit listener.
+
+#include <cassert>
+
+#include "store/sqlite/sqlite_task_store.h"
+
+namespace ts::sqlite {
+namespace {
+
+std::string lit(TaskState s) { return sql_literal(s); }
+
+// A final state: the webhook, if any, falls due now (?1).
+const std::string& webhook_due_now() {
+  static const std::string clause =
+      "webhook_state = CASE WHEN webhook_url IS NULL THEN NULL ELSE '" +
+      std::string(to_string(WebhookState::kPending)) +
+      "' END, webhook_next_at = CASE WHEN webhook_url IS NULL THEN NULL ELSE ?1 END";
+  return clause;
+}
+
+}  // namespace
+
+StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq,
+                                                            const std::string& backend,
+                                                            int64_t now_ms) {
+  static_assert(can_transition(TaskState::kQueued, TaskState::kRunning));
+  std::optional<Task> task;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    static const std::string sql =
+        "UPDATE tasks SET status = " + lit(TaskState::kRunning) +
+        ", attempt = attempt + 1, started_at = ?, backend = ?, next_attempt_at = NULL "
+        "WHERE seq = ? AND " + sql_guard(TaskState::kQueued) + " RETURNING " + task_columns();
+    StmtUse s(ctx.stmt(sql));
+    s->bind(1, now_ms);
+    s->bind(2, backend);
+    s->bind(3, seq);
+    if (!s->executeStep()) return Status::Ok();
+    task = read_task(*s);
+    TaskChange c;
+    c.seq = task->seq;
+    c.task_id = task->task_id;
+    c.type = task->type;
+    c.priority = task->priority;
+    c.from = TaskState::kQueued;
+    c.to = TaskState::kRunning;
+    c.attempt = task->attempt;
+    c.at_ms = now_ms;
+    c.backend = backend;
+    ctx.changes->push_back(std::move(c));
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return task;
+}
+
+StatusOr<bool> SqliteTaskStore::leave_running(
+    int64_t seq, const Attempt& attempt, TaskState to, const std::string& set_clause,
+    const std::function<void(SQLite::Statement&)>& bind) {
+  assert(can_transition(TaskState::kRunning, to));
+  bool changed = false;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    int64_t now = attempt.started_at + attempt.duration_ms;
+    // ?1 is the time of the change, ?9 the row; the SET clause binds the rest.
+    StmtUse s(ctx.stmt("UPDATE tasks SET status = " + lit(to) + ", " + set_clause +
+                       " WHERE seq = ?9 AND " + sql_guard(TaskState::kRunning) +
+                       returning_clause()));
+    s->bind(1, now);
+    s->bind(9, seq);
+    bind(*s);
+    if (!s->executeStep()) return Status::Ok();
+    ctx.changes->push_back(change_from_returning(*s, TaskState::kRunning, to, now));
+    changed = true;
+    insert_attempt(ctx, seq, attempt);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return changed;
+}
+
+StatusOr<bool> SqliteTaskStore::finish_done(int64_t seq, const Attempt& attempt,
+                                            const ResultMeta& result) {
+  return leave_running(seq, attempt, TaskState::kDone,
+                       "finished_at = ?1, result_size = ?2, result_type = ?3, error = NULL, " +
+                           webhook_due_now(),
+                       [&](SQLite::Statement& s) {
+                         s.bind(2, result.size);
+                         s.bind(3, result.content_type);
+                       });
+}
+
+StatusOr<bool> SqliteTaskStore::finish_failed(int64_t seq, const Attempt& attempt,
+                                              const std::string& error) {
+  return leave_running(seq, attempt, TaskState::kFailed,
+                       "finished_at = ?1, error = ?2, " + webhook_due_now(),
+                       [&](SQLite::Statement& s) { s.bind(2, error); });
+}
+
+StatusOr<bool> SqliteTaskStore::requeue(int64_t seq, const Attempt& attempt,
+                                        std::optional<int64_t> next_attempt_at,
+                                        bool give_back_attempt, const std::string& error) {
+  return leave_running(seq, attempt, TaskState::kQueued,
+                       "attempt = attempt - ?2, next_attempt_at = ?3, error = ?4",
+                       [&](SQLite::Statement& s) {
+                         s.bind(2, give_back_attempt ? 1 : 0);
+                         bind_opt(s, 3, next_attempt_at);
+                         bind_text_or_null(s, 4, error);
+                       });
+}
+
+StatusOr<TaskState> SqliteTaskStore::cancel(const std::string& task_id, int64_t now_ms) {
+  TaskState before = TaskState::kQueued;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    int64_t seq = 0;
+    {
+      StmtUse s(ctx.stmt("SELECT seq, status FROM tasks WHERE task_id = ?"));
+      s->bind(1, task_id);
+      if (!s->executeStep()) return Status::NotFound("no task with id " + task_id);
+      seq = s->getColumn(0).getInt64();
+      before = parse_task_state(s->getColumn(1).getString()).value_or(TaskState::kFailed);
+    }
+    if (!can_transition(before, TaskState::kCanceled)) {
+      return Status::Conflict("task_final", "task " + task_id + " is already " +
+                                                std::string(to_string(before)) +
+                                                " and cannot be canceled");
+    }
+    StmtUse s(ctx.stmt("UPDATE tasks SET status = " + lit(TaskState::kCanceled) +
+                       ", finished_at = ?1, error = 'canceled by request', "
+                       "next_attempt_at = NULL, " +
+                       webhook_due_now() + " WHERE seq = ?2 AND status = ?3" +
+                       returning_clause()));
+    s->bind(1, now_ms);
+    s->bind(2, seq);
+    s->bind(3, std::string(to_string(before)));
+    if (!s->executeStep()) return Status::Internal("cancel lost a race inside its transaction");
+    ctx.changes->push_back(change_from_returning(*s, before, TaskState::kCanceled, now_ms));
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return before;
+}
+
+StatusOr<RecoveryReport> SqliteTaskStore::recover_running(int64_t now_ms) {
+  static_assert(can_transition(TaskState::kRunning, TaskState::kQueued) &&
+                can_transition(TaskState::kRunning, TaskState::kFailed));
+  RecoveryReport report;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    struct Row {
+      int64_t seq, started_at;
+      int attempt;
+      std::string backend;
+    };
+    std::vector<Row> rows;
+    {
+      StmtUse s(ctx.stmt(
+          "SELECT seq, COALESCE(started_at, ?1), attempt, COALESCE(backend, '') FROM tasks "
+          "WHERE " +
+          sql_guard(TaskState::kRunning)));
+      s->bind(1, now_ms);
+      while (s->executeStep()) {
+        rows.push_back({s->getColumn(0).getInt64(), s->getColumn(1).getInt64(),
+                        s->getColumn(2).getInt(), s->getColumn(3).getString()});
+      }
+    }
+    const std::string spent = "attempt >= max_attempts";
+    for (const Row& r : rows) {
+      StmtUse s(ctx.stmt(
+          "UPDATE tasks SET status = CASE WHEN " + spent + " THEN " + lit(TaskState::kFailed) +
+          " ELSE " + lit(TaskState::kQueued) + " END, error = CASE WHEN " + spent +
+          " THEN 'interrupted by a restart; all ' || max_attempts || ' attempts are spent' "
+          "ELSE 'interrupted by a restart' END, finished_at = CASE WHEN " +
+          spent + " THEN ?1 END, next_attempt_at = NULL, webhook_state = CASE WHEN " + spent +
+          " AND webhook_url IS NOT NULL THEN '" + std::string(to_string(WebhookState::kPending)) +
+          "' END, webhook_next_at = CASE WHEN " + spent +
+          " AND webhook_url IS NOT NULL THEN ?1 END WHERE seq = ?2 AND " +
+          sql_guard(TaskState::kRunning) + returning_clause() + ", status"));
+      s->bind(1, now_ms);
+      s->bind(2, r.seq);
+      if (!s->executeStep()) continue;
+      TaskState to = parse_task_state(s->getColumn(9).getString()).value_or(TaskState::kFailed);
+      ctx.changes->push_back(change_from_returning(*s, TaskState::kRunning, to, now_ms));
+      (to == TaskState::kQueued ? report.requeued : report.failed) += 1;
+      s->tryReset();
+      insert_attempt(ctx, r.seq,
+                     Attempt{r.attempt, r.backend, "interrupted", "the server stopped (crash)",
+                             r.started_at, now_ms - r.started_at});
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return report;
+}
+
+StatusOr<int> SqliteTaskStore::release_running(int64_t now_ms) {
+  static_assert(can_transition(TaskState::kRunning, TaskState::kQueued));
+  int released = 0;
+  Status st = write(true, [&](WriteContext& ctx) -> Status {
+    StmtUse s(ctx.stmt("UPDATE tasks SET status = " + lit(TaskState::kQueued) +
+                       ", attempt = attempt - 1, next_attempt_at = NULL, "
+                       "error = 'interrupted by shutdown' WHERE " +
+                       sql_guard(TaskState::kRunning) + returning_clause()));
+    while (s->executeStep()) {
+      ctx.changes->push_back(
+          change_from_returning(*s, TaskState::kRunning, TaskState::kQueued, now_ms));
+      ++released;
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return released;
+}
+
+}  // namespace ts::sqlite

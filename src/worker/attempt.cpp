@@ -1,0 +1,170 @@
+// WorkerPool: one attempt of a task (mark it RUNNING, call the backend, store the result) and
+// what the attempt's outcome does to the task: DONE, FAILED, or back to QUEUED.
+
+#include <spdlog/spdlog.h>
+
+#include "backend/png.h"
+#include "worker/worker_pool.h"
+
+namespace ts {
+namespace {
+
+CallOutcome outcome_for_balancer(CallResult r) {
+  switch (r) {
+    case CallResult::kOk: return CallOutcome::kSuccess;
+    case CallResult::kClientError: return CallOutcome::kClientError;
+    case CallResult::kBusy: return CallOutcome::kBusy;
+    case CallResult::kAborted:
+    case CallResult::kBadRequest: return CallOutcome::kAborted;
+    case CallResult::kServerError:
+    case CallResult::kConnectError:
+    case CallResult::kTimeout: return CallOutcome::kFailure;
+  }
+  return CallOutcome::kFailure;
+}
+
+}  // namespace
+
+void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
+  auto call = std::make_shared<BackendCall>();
+  // Registered before the task turns RUNNING, so a cancel that lands in between still finds
+  // the call and aborts it before it is sent.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_[item.seq] = Running{call, INT64_MAX};
+  }
+  auto unregister = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_.erase(item.seq);
+    cv_.notify_all();
+  };
+
+  int64_t started = clock_.now_ms();
+  auto marked = transitions_.mark_running(item.seq, lease.url, started);
+  if (!marked.ok() || !*marked) {
+    unregister();
+    balancer_.release(lease, CallOutcome::kAborted, 0, "");
+    if (!marked.ok()) {
+      spdlog::error("pool {}: cannot mark task {} running: {}", options_.name, item.task_id,
+                    marked.status().message());
+      queue_.give_back(item);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    } else {
+      queue_.release(item.seq);  // canceled while queued
+    }
+    return;
+  }
+  const Task& task = **marked;
+  int timeout_s = std::clamp(task.timeout_s.value_or(options_.default_timeout_s), 1,
+                             options_.max_timeout_s);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_[item.seq].deadline_ms = started + int64_t{timeout_s} * 1000;
+  }
+
+  BackendRequest req;
+  req.base_url = lease.url;
+  req.path = options_.request_path;
+  req.body = task.payload;
+  req.timeout_ms = int64_t{timeout_s} * 1000;
+  req.connect_timeout_ms = options_.connect_timeout_ms;
+  req.max_answer_bytes = options_.max_answer_bytes;
+  if (task.input_name) {
+    req.file = InputFile{inputs_.path_of(task.task_id), *task.input_name,
+                         task.input_type.value_or("application/octet-stream")};
+  }
+  BackendResponse resp = call->run(req);
+  unregister();
+  if (resp.result == CallResult::kOk && options_.expect_images && !is_images_answer(resp.body)) {
+    // A 2xx that is not an images answer is the backend misbehaving: it counts against it and
+    // the task tries again, rather than ending DONE with no image.
+    resp.result = CallResult::kServerError;
+    resp.error = "the backend answered HTTP " + std::to_string(resp.http_status) +
+                 " without an images answer (data[0].b64_json or url): " +
+                 resp.body.substr(0, 120);
+    resp.body.clear();
+  }
+  int64_t ended = clock_.now_ms();
+  int64_t duration = ended - started;
+  balancer_.release(lease, outcome_for_balancer(resp.result), duration, resp.error,
+                    resp.retry_after_ms);
+
+  Attempt attempt{task.attempt, lease.url, "", resp.error, started, duration};
+  auto finish_failed = [&](const std::string& error) {
+    attempt.outcome = "failed";
+    auto r = transitions_.finish_failed(item.seq, attempt, error);
+    if (!r.ok()) spdlog::error("task {}: cannot record failure: {}", task.task_id, r.status().message());
+    queue_.release(item.seq);
+  };
+  auto requeue = [&](std::optional<int64_t> next_at, bool give_back, const std::string& outcome) {
+    attempt.outcome = outcome;
+    auto r = transitions_.requeue(item.seq, attempt, next_at, give_back, resp.error);
+    if (!r.ok()) {
+      spdlog::error("task {}: cannot requeue: {}", task.task_id, r.status().message());
+      queue_.release(item.seq);
+      return;
+    }
+    if (!*r) {  // canceled meanwhile
+      queue_.release(item.seq);
+    } else if (next_at) {
+      queue_.release(item.seq);
+      queue_.schedule(*next_at);
+    } else {
+      queue_.give_back(QueueItem{item.seq, item.priority, item.task_id, lease.url});
+    }
+  };
+
+  switch (resp.result) {
+    case CallResult::kOk: {
+      Status st = results_.put(task.task_id, resp.body);
+      if (!st.ok()) {
+        spdlog::error("task {}: cannot store result: {}", task.task_id, st.message());
+        resp.error = "cannot store the result: " + st.message();
+        requeue(ended + backoff_ms(task.attempt), false, "retry");
+        break;
+      }
+      attempt.outcome = "done";
+      attempt.error.clear();
+      ResultMeta meta{static_cast<int64_t>(resp.body.size()),
+                      resp.content_type.empty() ? "application/octet-stream" : resp.content_type};
+      auto r = transitions_.finish_done(item.seq, attempt, meta);
+      if (!r.ok()) {
+        spdlog::error("task {}: cannot record result: {}", task.task_id, r.status().message());
+      } else if (!*r) {
+        results_.remove(task.task_id);  // canceled while running: the result is not kept
+      }
+      queue_.release(item.seq);
+      break;
+    }
+    case CallResult::kClientError:
+    case CallResult::kBadRequest:
+      finish_failed(resp.error);
+      break;
+    case CallResult::kServerError:
+    case CallResult::kConnectError:
+    case CallResult::kTimeout:
+      if (task.attempt >= task.max_attempts) {
+        finish_failed("all " + std::to_string(task.max_attempts) +
+                      " attempts failed; the last: " + resp.error);
+      } else {
+        requeue(ended + backoff_ms(task.attempt), false, "retry");
+      }
+      break;
+    case CallResult::kBusy:
+      // Busy is not broken: the attempt does not count and another backend may take it now.
+      requeue(std::nullopt, true, "busy");
+      break;
+    case CallResult::kAborted:
+      if (call->abort_reason() == AbortReason::kShutdown) {
+        resp.error = "interrupted by shutdown";
+        requeue(std::nullopt, true, "interrupted");
+      } else {
+        queue_.release(item.seq);  // canceled: the store already says so
+      }
+      break;
+  }
+  report(task.task_id, lease.url, attempt.outcome.empty() ? "canceled" : attempt.outcome,
+         duration);
+}
+
+}  // namespace ts
