@@ -3,976 +3,973 @@
 // fetch so it can carry the Authorization header); the stats endpoints are polled every few
 // seconds; the task list is fetched only on load, on a filter or page change, and when the
 // event stream says something changed that the page cannot work out by itself.
-'use strict';
 
-(() => {
-  const STATUSES = ['QUEUED', 'RUNNING', 'DONE', 'FAILED', 'CANCELED'];
-  const FINAL = new Set(['DONE', 'FAILED', 'CANCELED']);
-  const TOKEN_KEY = 'taskserver.token';
-  const STATS_EVERY_MS = 3000;
-  const STATS_BACKOFF_MS = 10000;
-  const STREAM_IDLE_MS = 45000;  // three missed keep-alives at the default 15 s
-  const STREAM_MAX_DELAY_MS = 30000;
+const STATUSES = ['QUEUED', 'RUNNING', 'DONE', 'FAILED', 'CANCELED'];
+const FINAL = new Set(['DONE', 'FAILED', 'CANCELED']);
+const TOKEN_KEY = 'taskserver.token';
+const STATS_EVERY_MS = 3000;
+const STATS_BACKOFF_MS = 10000;
+const STREAM_IDLE_MS = 45000;  // three missed keep-alives at the default 15 s
+const STREAM_MAX_DELAY_MS = 30000;
 
-  const $ = (id) => document.getElementById(id);
+const $ = (id) => document.getElementById(id);
 
-  // ---------------------------------------------------------------------------------------
-  // Small helpers.
+// ---------------------------------------------------------------------------------------
+// Small helpers.
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === null || v === undefined || v === false) continue;
-      if (k === 'class') node.className = v;
-      else if (k === 'text') node.textContent = v;
-      else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-      else node.setAttribute(k, v === true ? '' : String(v));
-    }
-    for (const c of children) {
-      if (c === null || c === undefined || c === false) continue;
-      node.append(c instanceof Node ? c : String(c));
-    }
-    return node;
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? '' : String(v));
   }
-
-  // Server time minus browser time, from /api/v1/stats, so ages are right on a skewed clock.
-  let clockSkewMs = 0;
-  const serverNow = () => Date.now() + clockSkewMs;
-
-  function formatDuration(seconds) {
-    if (seconds === null || seconds === undefined || !isFinite(seconds)) return '–';
-    const s = Math.max(0, seconds);
-    if (s < 10) return `${s.toFixed(1)} s`;
-    if (s < 60) return `${Math.floor(s)} s`;
-    if (s < 3600) return `${Math.floor(s / 60)} m ${Math.floor(s % 60)} s`;
-    if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
-    return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : String(c));
   }
+  return node;
+}
 
-  function ago(iso) {
-    if (!iso) return '–';
-    const t = Date.parse(iso);
-    if (isNaN(t)) return iso;
-    return `${formatDuration((serverNow() - t) / 1000)} ago`;
+// Server time minus browser time, from /api/v1/stats, so ages are right on a skewed clock.
+let clockSkewMs = 0;
+const serverNow = () => Date.now() + clockSkewMs;
+
+function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return '–';
+  const s = Math.max(0, seconds);
+  if (s < 10) return `${s.toFixed(1)} s`;
+  if (s < 60) return `${Math.floor(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} m ${Math.floor(s % 60)} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+function ago(iso) {
+  if (!iso) return '–';
+  const t = Date.parse(iso);
+  if (isNaN(t)) return iso;
+  return `${formatDuration((serverNow() - t) / 1000)} ago`;
+}
+
+function timeCell(iso) {
+  return el('time', { datetime: iso || '', title: iso || '' }, ago(iso));
+}
+
+// A wall-clock time (local), for tables whose rows are not re-rendered every second.
+function clockCell(iso) {
+  const t = Date.parse(iso);
+  const text = isNaN(t) ? (iso || '–') : new Date(t).toLocaleTimeString([], { hour12: false });
+  return el('time', { datetime: iso || '', title: iso || '' }, text);
+}
+
+const shortId = (id) => (id && id.length > 10 ? `…${id.slice(-8)}` : id || '');
+const hostOf = (url) => {
+  try {
+    return new URL(url).host;
+  } catch {
+    return url || '';
   }
+};
 
-  function timeCell(iso) {
-    return el('time', { datetime: iso || '', title: iso || '' }, ago(iso));
-  }
+function promptOf(task) {
+  const p = task && task.payload;
+  if (!p || typeof p !== 'object') return '';
+  if (typeof p.prompt === 'string') return p.prompt;
+  if (task.input && task.input.filename) return task.input.filename;
+  return '';
+}
 
-  // A wall-clock time (local), for tables whose rows are not re-rendered every second.
-  function clockCell(iso) {
-    const t = Date.parse(iso);
-    const text = isNaN(t) ? (iso || '–') : new Date(t).toLocaleTimeString([], { hour12: false });
-    return el('time', { datetime: iso || '', title: iso || '' }, text);
-  }
+function statusBadge(status) {
+  return el('span', { class: `badge status-${String(status).toLowerCase()}`, 'data-status': status },
+    status);
+}
 
-  const shortId = (id) => (id && id.length > 10 ? `…${id.slice(-8)}` : id || '');
-  const hostOf = (url) => {
-    try {
-      return new URL(url).host;
-    } catch {
-      return url || '';
-    }
-  };
+// ---------------------------------------------------------------------------------------
+// API access: every /api/ call goes through api(), which adds the token and asks for one on 401.
 
-  function promptOf(task) {
-    const p = task && task.payload;
-    if (!p || typeof p !== 'object') return '';
-    if (typeof p.prompt === 'string') return p.prompt;
-    if (task.input && task.input.filename) return task.input.filename;
-    return '';
-  }
+class AuthDismissed extends Error {}
 
-  function statusBadge(status) {
-    return el('span', { class: `badge status-${String(status).toLowerCase()}`, 'data-status': status },
-      status);
-  }
+let token = sessionStorage.getItem(TOKEN_KEY) || '';
+let authNeeded = false;       // the server answered 401 at least once
+let authDismissed = false;    // the user closed the token dialog without a token
+let tokenPrompt = null;       // the pending token dialog, shared by concurrent callers
 
-  // ---------------------------------------------------------------------------------------
-  // API access: every /api/ call goes through api(), which adds the token and asks for one on 401.
-
-  class AuthDismissed extends Error {}
-
-  let token = sessionStorage.getItem(TOKEN_KEY) || '';
-  let authNeeded = false;       // the server answered 401 at least once
-  let authDismissed = false;    // the user closed the token dialog without a token
-  let tokenPrompt = null;       // the pending token dialog, shared by concurrent callers
-
-  function askToken(reason) {
-    if (tokenPrompt) return tokenPrompt;
-    const dialog = $('token-dialog');
-    $('token-reason').textContent = reason;
-    $('token-input').value = '';
-    tokenPrompt = new Promise((resolve, reject) => {
-      const done = (value) => {
-        dialog.removeEventListener('close', onClose);
-        tokenPrompt = null;
-        if (value) {
-          token = value;
-          authDismissed = false;
-          sessionStorage.setItem(TOKEN_KEY, value);
-          resolve(value);
-        } else {
-          // Without a working token everything waits for the "Enter token" button; a token
-          // that still works is kept.
-          if (!token) {
-            authDismissed = true;
-            setConn('auth', 'API token needed');
-          }
-          reject(new AuthDismissed('no token'));
+function askToken(reason) {
+  if (tokenPrompt) return tokenPrompt;
+  const dialog = $('token-dialog');
+  $('token-reason').textContent = reason;
+  $('token-input').value = '';
+  tokenPrompt = new Promise((resolve, reject) => {
+    const done = (value) => {
+      dialog.removeEventListener('close', onClose);
+      tokenPrompt = null;
+      if (value) {
+        token = value;
+        authDismissed = false;
+        sessionStorage.setItem(TOKEN_KEY, value);
+        resolve(value);
+      } else {
+        // Without a working token everything waits for the "Enter token" button; a token
+        // that still works is kept.
+        if (!token) {
+          authDismissed = true;
+          setConn('auth', 'API token needed');
         }
-        updateTokenButton();
-      };
-      const onClose = () => done(dialog.returnValue === 'save' ? $('token-input').value.trim() : '');
-      dialog.addEventListener('close', onClose);
-    });
-    dialog.returnValue = '';
-    dialog.showModal();
-    $('token-input').focus();
-    return tokenPrompt;
-  }
-
-  function updateTokenButton() {
-    $('token-button').hidden = !authNeeded && !token;
-    $('token-button').textContent = token ? 'Change token' : 'Enter token';
-  }
-
-  async function api(path, options = {}) {
-    for (;;) {
-      if (authDismissed) throw new AuthDismissed('no token');
-      const headers = new Headers(options.headers || {});
-      const used = token;
-      if (used) headers.set('Authorization', `Bearer ${used}`);
-      const res = await fetch(path, { ...options, headers, cache: 'no-store' });
-      if (res.status !== 401) return res;
-      authNeeded = true;
-      if (used !== token) continue;  // the token changed meanwhile: try the new one
-      const rejected = used;
-      if (rejected) {
-        token = '';
-        sessionStorage.removeItem(TOKEN_KEY);
+        reject(new AuthDismissed('no token'));
       }
       updateTokenButton();
-      await askToken(rejected ? 'The server refused that token. Enter another one.'
-        : 'This server needs an API token (Authorization: Bearer).');
-    }
-  }
-
-  async function errorText(res) {
-    try {
-      const j = await res.json();
-      if (j && j.error) return `${j.error.message || j.error.code} (HTTP ${res.status})`;
-    } catch {
-      // not JSON: fall through
-    }
-    return `HTTP ${res.status}`;
-  }
-
-  async function apiJson(path, options) {
-    const res = await api(path, options);
-    if (!res.ok) throw new Error(await errorText(res));
-    return res.json();
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // Connection indicator.
-
-  function setConn(state, text) {
-    const c = $('conn');
-    c.dataset.state = state;
-    c.textContent = text;
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // Header, queues, workers, backends: polled.
-
-  const totals = {};
-  let statsTimer = null;
-  let uptimeBase = null;  // {uptime_s, at}: the uptime ticks locally between polls
-  const knownPools = new Set();
-
-  function renderTotals() {
-    for (const li of $('totals').children) {
-      const n = totals[li.dataset.status];
-      li.querySelector('.n').textContent = n === undefined ? '–' : String(Math.max(0, n));
-    }
-  }
-
-  function renderUptime() {
-    if (!uptimeBase) return;
-    const s = uptimeBase.uptime_s + (Date.now() - uptimeBase.at) / 1000;
-    $('uptime').textContent = formatDuration(Math.floor(s));
-  }
-
-  function renderStats(stats) {
-    $('version').textContent = stats.version || '?';
-    const started = Date.parse(stats.started_at);
-    if (!isNaN(started)) clockSkewMs = started + stats.uptime_s * 1000 - Date.now();
-    uptimeBase = { uptime_s: stats.uptime_s, at: Date.now() };
-    $('uptime').title = `since ${stats.started_at}`;
-    renderUptime();
-    for (const s of STATUSES) totals[s] = (stats.totals && stats.totals[s]) || 0;
-    renderTotals();
-  }
-
-  function sparkline(values) {
-    const w = 150;
-    const h = 36;
-    const pad = 2;
-    const vals = Array.isArray(values) && values.length ? values : [0];
-    const max = Math.max(1, ...vals);
-    const step = vals.length > 1 ? (w - 2 * pad) / (vals.length - 1) : 0;
-    const pts = vals.map((v, i) => [pad + i * step, h - pad - (v / max) * (h - 2 * pad)]);
-    const line = pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
-    const area = `${pad},${h - pad} ${line} ${(pad + (vals.length - 1) * step).toFixed(1)},${h - pad}`;
-    const ns = 'http://www.w3.org/2000/svg';
-    const svg = document.createElementNS(ns, 'svg');
-    svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
-    svg.setAttribute('class', 'spark');
-    svg.setAttribute('preserveAspectRatio', 'none');
-    svg.setAttribute('role', 'img');
-    const label = `Completed per minute over the last ${vals.length} minutes, oldest first: ` +
-      vals.join(', ');
-    svg.setAttribute('aria-label', label);
-    const title = document.createElementNS(ns, 'title');
-    title.textContent = label;
-    const fill = document.createElementNS(ns, 'polygon');
-    fill.setAttribute('points', area);
-    fill.setAttribute('class', 'spark-area');
-    const poly = document.createElementNS(ns, 'polyline');
-    poly.setAttribute('points', line);
-    poly.setAttribute('class', 'spark-line');
-    svg.append(title, fill, poly);
-    return svg;
-  }
-
-  function renderQueues(queues, workers) {
-    const byPool = new Map((workers || []).map((w) => [w.pool, w]));
-    const box = $('queues');
-    box.replaceChildren();
-    for (const q of queues) {
-      const w = byPool.get(q.pool) || {};
-      const stat = (label, value, cls) => el('div', { class: `stat ${cls || ''}` },
-        el('dt', null, label), el('dd', null, value));
-      const downBackends = w.backends !== undefined && w.backends_up < w.backends;
-      box.append(el('article', { class: 'queue', 'data-pool': q.pool },
-        el('h3', null, q.pool),
-        el('dl', { class: 'stats' },
-          stat('queued', String(q.depth)),
-          stat('running', String(q.running)),
-          stat('oldest queued', formatDuration(q.oldest_queued_age_s),
-            q.oldest_queued_age_s > 60 ? 'warn' : ''),
-          stat('done last min', String(q.completed_last_minute)),
-          stat('workers busy', w.workers !== undefined ? `${w.busy} / ${w.workers}` : '–'),
-          stat('backends up', w.backends !== undefined ? `${w.backends_up} / ${w.backends}` : '–',
-            downBackends ? 'bad' : '')),
-        el('figure', { class: 'spark-box' },
-          sparkline(q.throughput_per_minute),
-          el('figcaption', { class: 'muted' }, 'done per minute, last 15 min'))));
-      if (!knownPools.has(q.pool)) {
-        knownPools.add(q.pool);
-        $('filter-type').append(el('option', { value: q.pool }, q.pool));
-      }
-    }
-    if (!queues.length) box.append(el('p', { class: 'muted' }, 'No pools.'));
-  }
-
-  // A table cell that turns into a labelled line on a phone (see style.css).
-  function cell(label, ...children) {
-    return el('td', { 'data-label': label }, el('div', { class: 'cell' }, ...children));
-  }
-
-  function renderBackends(backends) {
-    const body = $('backends');
-    body.replaceChildren();
-    for (const b of backends) {
-      const out = b.state === 'down' || b.state === 'ejected';
-      const lat = b.latency_ms || {};
-      const latText = b.successes || lat.mean ? `${Math.round(lat.mean)} / ${Math.round(lat.p95)} ms` : '–';
-      const slots = el('span', { class: 'slots' },
-        el('meter', { min: 0, max: b.slots || 1, value: b.slots_busy, 'aria-hidden': 'true' }),
-        ` ${b.slots_busy} / ${b.slots}`);
-      const failures = `${b.failures}` + (b.client_errors ? ` (+${b.client_errors} 4xx)` : '') +
-        (b.ejections ? `, ${b.ejections} ejection${b.ejections === 1 ? '' : 's'}` : '');
-      body.append(el('tr', {
-        class: out ? 'backend-out' : (b.state === 'busy' ? 'backend-busy' : ''),
-        'data-url': b.url, 'data-state': b.state, 'data-pool': b.pool,
-      },
-      cell('Backend',
-        el('span', { class: 'pool-tag' }, b.pool), ' ', el('span', { class: 'url', title: b.url }, hostOf(b.url))),
-      cell('State',
-        el('span', { class: `badge state-${b.state}` }, out ? b.state.toUpperCase() : b.state),
-        el('span', { class: 'since muted', title: b.since }, ` for ${formatDuration((serverNow() - Date.parse(b.since)) / 1000)}`)),
-      cell('Slots', slots),
-      cell('Latency', latText),
-      cell('OK / failed', `${b.successes} / ${failures}`),
-      cell('Last error',
-        b.last_error ? el('span', { title: b.last_error }, b.last_error) : '–',
-        b.last_error_at ? el('span', { class: 'muted' }, ` (${ago(b.last_error_at)})`) : null)));
-    }
-    if (!backends.length) {
-      body.append(el('tr', null, el('td', { colspan: 6, class: 'muted' }, 'No backends.')));
-    }
-  }
-
-  let statsInFlight = false;
-  let lastStatsAt = 0;  // when the last poll started
-  let nextStatsAt = 0;  // when the next is due
-
-  // Task events change the counters: fetch them soon rather than at the next tick, but at
-  // most once a second however many events arrive.
-  function nudgeStats() {
-    if (statsInFlight || !statsTimer) return;
-    const soon = Math.max(Date.now() + 300, lastStatsAt + 1000);
-    if (soon >= nextStatsAt) return;
-    clearTimeout(statsTimer);
-    nextStatsAt = soon;
-    statsTimer = setTimeout(pollStats, soon - Date.now());
-  }
-
-  async function pollStats() {
-    clearTimeout(statsTimer);
-    statsTimer = null;
-    if (document.hidden || statsInFlight) return;  // resumed on visibilitychange
-    statsInFlight = true;
-    lastStatsAt = Date.now();
-    let next = STATS_EVERY_MS;
-    try {
-      const [stats, queues, workers, backends] = await Promise.all([
-        apiJson('/api/v1/stats'), apiJson('/api/v1/stats/queues'),
-        apiJson('/api/v1/stats/workers'), apiJson('/api/v1/backends'),
-      ]);
-      renderStats(stats);
-      renderQueues(queues.queues || [], workers.workers || []);
-      renderBackends(backends.backends || []);
-      if (!streamStarted) startStream(stats.last_event_id);
-    } catch (err) {
-      if (err instanceof AuthDismissed) {
-        statsInFlight = false;
-        return;
-      }
-      next = STATS_BACKOFF_MS;
-      if (!streamLive) setConn('down', 'server unreachable');
-    }
-    statsInFlight = false;
-    if (!document.hidden && !statsTimer) {
-      nextStatsAt = Date.now() + next;
-      statsTimer = setTimeout(pollStats, next);
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // The task table.
-
-  const view = {
-    tasks: [],              // the rows shown, newest first
-    byId: new Map(),        // task_id -> task, for the rows shown
-    cursors: [null],        // cursor of each page visited; the last is the current page's
-    nextCursor: null,
-    refreshTimer: null,
-  };
-  let selectedId = null;
-
-  const filters = () => ({
-    status: $('filter-status').value,
-    type: $('filter-type').value,
-    limit: Number($('page-size').value) || 25,
+    };
+    const onClose = () => done(dialog.returnValue === 'save' ? $('token-input').value.trim() : '');
+    dialog.addEventListener('close', onClose);
   });
-  const onFirstPage = () => view.cursors.length === 1;
+  dialog.returnValue = '';
+  dialog.showModal();
+  $('token-input').focus();
+  return tokenPrompt;
+}
 
-  function matchesFilters(task) {
-    const f = filters();
-    return (!f.status || task.status === f.status) && (!f.type || task.type === f.type);
+function updateTokenButton() {
+  $('token-button').hidden = !authNeeded && !token;
+  $('token-button').textContent = token ? 'Change token' : 'Enter token';
+}
+
+async function api(path, options = {}) {
+  for (;;) {
+    if (authDismissed) throw new AuthDismissed('no token');
+    const headers = new Headers(options.headers || {});
+    const used = token;
+    if (used) headers.set('Authorization', `Bearer ${used}`);
+    const res = await fetch(path, { ...options, headers, cache: 'no-store' });
+    if (res.status !== 401) return res;
+    authNeeded = true;
+    if (used !== token) continue;  // the token changed meanwhile: try the new one
+    const rejected = used;
+    if (rejected) {
+      token = '';
+      sessionStorage.removeItem(TOKEN_KEY);
+    }
+    updateTokenButton();
+    await askToken(rejected ? 'The server refused that token. Enter another one.'
+      : 'This server needs an API token (Authorization: Bearer).');
   }
+}
 
-  async function loadPage() {
-    const f = filters();
-    const q = new URLSearchParams({ limit: String(f.limit) });
-    if (f.status) q.set('status', f.status);
-    if (f.type) q.set('type', f.type);
-    const cursor = view.cursors[view.cursors.length - 1];
-    if (cursor) q.set('cursor', cursor);
-    const seq = (view.loadSeq = (view.loadSeq || 0) + 1);
-    try {
-      const page = await apiJson(`/api/v1/tasks?${q}`);
-      if (seq !== view.loadSeq) return;  // a newer load superseded this one
-      view.tasks = page.tasks || [];
-      view.byId = new Map(view.tasks.map((t) => [t.task_id, t]));
-      view.nextCursor = page.next_cursor || null;
-      renderTasks();
-    } catch (err) {
-      if (!(err instanceof AuthDismissed)) $('page-label').textContent = `cannot load: ${err.message}`;
+async function errorText(res) {
+  try {
+    const j = await res.json();
+    if (j && j.error) return `${j.error.message || j.error.code} (HTTP ${res.status})`;
+  } catch {
+    // not JSON: fall through
+  }
+  return `HTTP ${res.status}`;
+}
+
+async function apiJson(path, options) {
+  const res = await api(path, options);
+  if (!res.ok) throw new Error(await errorText(res));
+  return res.json();
+}
+
+// ---------------------------------------------------------------------------------------
+// Connection indicator.
+
+function setConn(state, text) {
+  const c = $('conn');
+  c.dataset.state = state;
+  c.textContent = text;
+}
+
+// ---------------------------------------------------------------------------------------
+// Header, queues, workers, backends: polled.
+
+const totals = {};
+let statsTimer = null;
+let uptimeBase = null;  // {uptime_s, at}: the uptime ticks locally between polls
+const knownPools = new Set();
+
+function renderTotals() {
+  for (const li of $('totals').children) {
+    const n = totals[li.dataset.status];
+    li.querySelector('.n').textContent = n === undefined ? '–' : String(Math.max(0, n));
+  }
+}
+
+function renderUptime() {
+  if (!uptimeBase) return;
+  const s = uptimeBase.uptime_s + (Date.now() - uptimeBase.at) / 1000;
+  $('uptime').textContent = formatDuration(Math.floor(s));
+}
+
+function renderStats(stats) {
+  $('version').textContent = stats.version || '?';
+  const started = Date.parse(stats.started_at);
+  if (!isNaN(started)) clockSkewMs = started + stats.uptime_s * 1000 - Date.now();
+  uptimeBase = { uptime_s: stats.uptime_s, at: Date.now() };
+  $('uptime').title = `since ${stats.started_at}`;
+  renderUptime();
+  for (const s of STATUSES) totals[s] = (stats.totals && stats.totals[s]) || 0;
+  renderTotals();
+}
+
+function sparkline(values) {
+  const w = 150;
+  const h = 36;
+  const pad = 2;
+  const vals = Array.isArray(values) && values.length ? values : [0];
+  const max = Math.max(1, ...vals);
+  const step = vals.length > 1 ? (w - 2 * pad) / (vals.length - 1) : 0;
+  const pts = vals.map((v, i) => [pad + i * step, h - pad - (v / max) * (h - 2 * pad)]);
+  const line = pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
+  const area = `${pad},${h - pad} ${line} ${(pad + (vals.length - 1) * step).toFixed(1)},${h - pad}`;
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  svg.setAttribute('class', 'spark');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('role', 'img');
+  const label = `Completed per minute over the last ${vals.length} minutes, oldest first: ` +
+    vals.join(', ');
+  svg.setAttribute('aria-label', label);
+  const title = document.createElementNS(ns, 'title');
+  title.textContent = label;
+  const fill = document.createElementNS(ns, 'polygon');
+  fill.setAttribute('points', area);
+  fill.setAttribute('class', 'spark-area');
+  const poly = document.createElementNS(ns, 'polyline');
+  poly.setAttribute('points', line);
+  poly.setAttribute('class', 'spark-line');
+  svg.append(title, fill, poly);
+  return svg;
+}
+
+function renderQueues(queues, workers) {
+  const byPool = new Map((workers || []).map((w) => [w.pool, w]));
+  const box = $('queues');
+  box.replaceChildren();
+  for (const q of queues) {
+    const w = byPool.get(q.pool) || {};
+    const stat = (label, value, cls) => el('div', { class: `stat ${cls || ''}` },
+      el('dt', null, label), el('dd', null, value));
+    const downBackends = w.backends !== undefined && w.backends_up < w.backends;
+    box.append(el('article', { class: 'queue', 'data-pool': q.pool },
+      el('h3', null, q.pool),
+      el('dl', { class: 'stats' },
+        stat('queued', String(q.depth)),
+        stat('running', String(q.running)),
+        stat('oldest queued', formatDuration(q.oldest_queued_age_s),
+          q.oldest_queued_age_s > 60 ? 'warn' : ''),
+        stat('done last min', String(q.completed_last_minute)),
+        stat('workers busy', w.workers !== undefined ? `${w.busy} / ${w.workers}` : '–'),
+        stat('backends up', w.backends !== undefined ? `${w.backends_up} / ${w.backends}` : '–',
+          downBackends ? 'bad' : '')),
+      el('figure', { class: 'spark-box' },
+        sparkline(q.throughput_per_minute),
+        el('figcaption', { class: 'muted' }, 'done per minute, last 15 min'))));
+    if (!knownPools.has(q.pool)) {
+      knownPools.add(q.pool);
+      $('filter-type').append(el('option', { value: q.pool }, q.pool));
     }
   }
+  if (!queues.length) box.append(el('p', { class: 'muted' }, 'No pools.'));
+}
 
-  // Coalesces the reasons to reload the first page (unknown tasks in the event stream) into
-  // at most one request per half second.
-  function scheduleRefresh() {
-    if (!onFirstPage() || view.refreshTimer) return;
-    view.refreshTimer = setTimeout(() => {
-      view.refreshTimer = null;
-      loadPage();
-    }, 500);
+// A table cell that turns into a labelled line on a phone (see style.css).
+function cell(label, ...children) {
+  return el('td', { 'data-label': label }, el('div', { class: 'cell' }, ...children));
+}
+
+function renderBackends(backends) {
+  const body = $('backends');
+  body.replaceChildren();
+  for (const b of backends) {
+    const out = b.state === 'down' || b.state === 'ejected';
+    const lat = b.latency_ms || {};
+    const latText = b.successes || lat.mean ? `${Math.round(lat.mean)} / ${Math.round(lat.p95)} ms` : '–';
+    const slots = el('span', { class: 'slots' },
+      el('meter', { min: 0, max: b.slots || 1, value: b.slots_busy, 'aria-hidden': 'true' }),
+      ` ${b.slots_busy} / ${b.slots}`);
+    const failures = `${b.failures}` + (b.client_errors ? ` (+${b.client_errors} 4xx)` : '') +
+      (b.ejections ? `, ${b.ejections} ejection${b.ejections === 1 ? '' : 's'}` : '');
+    body.append(el('tr', {
+      class: out ? 'backend-out' : (b.state === 'busy' ? 'backend-busy' : ''),
+      'data-url': b.url, 'data-state': b.state, 'data-pool': b.pool,
+    },
+    cell('Backend',
+      el('span', { class: 'pool-tag' }, b.pool), ' ', el('span', { class: 'url', title: b.url }, hostOf(b.url))),
+    cell('State',
+      el('span', { class: `badge state-${b.state}` }, out ? b.state.toUpperCase() : b.state),
+      el('span', { class: 'since muted', title: b.since }, ` for ${formatDuration((serverNow() - Date.parse(b.since)) / 1000)}`)),
+    cell('Slots', slots),
+    cell('Latency', latText),
+    cell('OK / failed', `${b.successes} / ${failures}`),
+    cell('Last error',
+      b.last_error ? el('span', { title: b.last_error }, b.last_error) : '–',
+      b.last_error_at ? el('span', { class: 'muted' }, ` (${ago(b.last_error_at)})`) : null)));
   }
-
-  function taskRow(t) {
-    const tr = el('tr', { 'data-task-id': t.task_id });
-    fillRow(tr, t);
-    return tr;
+  if (!backends.length) {
+    body.append(el('tr', null, el('td', { colspan: 6, class: 'muted' }, 'No backends.')));
   }
+}
 
-  // Fills a row; a row that exists keeps its cells (and so the focus of its button).
-  function fillRow(tr, t) {
-    tr.dataset.status = t.status;
-    tr.classList.toggle('selected', t.task_id === selectedId);
-    const prompt = promptOf(t);
-    if (!tr.firstChild) {
-      tr.append(
-        el('td', { class: 'id' },
-          el('button', {
-            type: 'button', class: 'link', 'data-open': t.task_id, title: t.task_id,
-            'aria-label': `Show task ${t.task_id}`,
-          }, shortId(t.task_id))),
-        el('td', { class: 'status' }),
-        el('td', { class: 'opt type' }),
-        el('td', { class: 'opt num priority' }),
-        el('td', { class: 'opt num attempt' }),
-        el('td', { class: 'prompt' }),
-        el('td', { class: 'opt created' }));
-    }
-    const cell = (cls) => tr.querySelector(`td.${cls}`);
-    const status = cell('status');
-    if (!status.firstChild || status.firstChild.dataset.status !== t.status) {
-      status.replaceChildren(statusBadge(t.status));
-    }
-    cell('type').textContent = t.type;
-    cell('priority').textContent = String(t.priority);
-    cell('attempt').textContent = `${t.attempt}/${t.max_attempts}`;
-    const p = cell('prompt');
-    p.title = prompt;
-    if (prompt) p.textContent = prompt;
-    else p.replaceChildren(el('span', { class: 'muted' }, '–'));
-    cell('created').replaceChildren(clockCell(t.created_at));
-  }
+let statsInFlight = false;
+let lastStatsAt = 0;  // when the last poll started
+let nextStatsAt = 0;  // when the next is due
 
-  function renderTasks() {
-    const body = $('tasks');
-    const focusedId = document.activeElement && document.activeElement.dataset
-      ? document.activeElement.dataset.open : undefined;
-    const rows = new Map([...body.children].map((tr) => [tr.dataset.taskId, tr]));
-    const same = view.tasks.length === body.children.length &&
-      view.tasks.every((t, i) => body.children[i].dataset.taskId === t.task_id);
-    if (same) {
-      view.tasks.forEach((t) => fillRow(rows.get(t.task_id), t));
-    } else {
-      body.replaceChildren(...view.tasks.map((t) => {
-        const tr = rows.get(t.task_id);
-        if (!tr) return taskRow(t);
-        fillRow(tr, t);
-        return tr;
-      }));
-    }
-    if (focusedId) {
-      const b = body.querySelector(`button[data-open="${CSS.escape(focusedId)}"]`);
-      if (b && document.activeElement !== b) b.focus();
-    }
-    $('tasks-empty').hidden = view.tasks.length > 0;
-    $('newer').disabled = onFirstPage();
-    $('older').disabled = !view.nextCursor;
-    $('page-label').textContent = `page ${view.cursors.length}`;
-  }
+// Task events change the counters: fetch them soon rather than at the next tick, but at
+// most once a second however many events arrive.
+function nudgeStats() {
+  if (statsInFlight || !statsTimer) return;
+  const soon = Math.max(Date.now() + 300, lastStatsAt + 1000);
+  if (soon >= nextStatsAt) return;
+  clearTimeout(statsTimer);
+  nextStatsAt = soon;
+  statsTimer = setTimeout(pollStats, soon - Date.now());
+}
 
-  function updateRow(t) {
-    const tr = $('tasks').querySelector(`tr[data-task-id="${CSS.escape(t.task_id)}"]`);
-    if (tr) {
-      fillRow(tr, t);
-      tr.classList.remove('flash');
-      void tr.offsetWidth;  // restart the animation
-      tr.classList.add('flash');
-    }
-  }
-
-  // A task the page learnt of first-hand (its own submit): shown at once on the first page.
-  function upsertTask(t) {
-    const known = view.byId.get(t.task_id);
-    if (known) {
-      Object.assign(known, t);
-      updateRow(known);
+async function pollStats() {
+  clearTimeout(statsTimer);
+  statsTimer = null;
+  if (document.hidden || statsInFlight) return;  // resumed on visibilitychange
+  statsInFlight = true;
+  lastStatsAt = Date.now();
+  let next = STATS_EVERY_MS;
+  try {
+    const [stats, queues, workers, backends] = await Promise.all([
+      apiJson('/api/v1/stats'), apiJson('/api/v1/stats/queues'),
+      apiJson('/api/v1/stats/workers'), apiJson('/api/v1/backends'),
+    ]);
+    renderStats(stats);
+    renderQueues(queues.queues || [], workers.workers || []);
+    renderBackends(backends.backends || []);
+    if (!streamStarted) startStream(stats.last_event_id);
+  } catch (err) {
+    if (err instanceof AuthDismissed) {
+      statsInFlight = false;
       return;
     }
-    if (!onFirstPage() || !matchesFilters(t)) return;
-    view.byId.set(t.task_id, t);
-    view.tasks.push(t);
-    view.tasks.sort((a, b) => (a.task_id < b.task_id ? 1 : a.task_id > b.task_id ? -1 : 0));
+    next = STATS_BACKOFF_MS;
+    if (!streamLive) setConn('down', 'server unreachable');
+  }
+  statsInFlight = false;
+  if (!document.hidden && !statsTimer) {
+    nextStatsAt = Date.now() + next;
+    statsTimer = setTimeout(pollStats, next);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The task table.
+
+const view = {
+  tasks: [],              // the rows shown, newest first
+  byId: new Map(),        // task_id -> task, for the rows shown
+  cursors: [null],        // cursor of each page visited; the last is the current page's
+  nextCursor: null,
+  refreshTimer: null,
+};
+let selectedId = null;
+
+const filters = () => ({
+  status: $('filter-status').value,
+  type: $('filter-type').value,
+  limit: Number($('page-size').value) || 25,
+});
+const onFirstPage = () => view.cursors.length === 1;
+
+function matchesFilters(task) {
+  const f = filters();
+  return (!f.status || task.status === f.status) && (!f.type || task.type === f.type);
+}
+
+async function loadPage() {
+  const f = filters();
+  const q = new URLSearchParams({ limit: String(f.limit) });
+  if (f.status) q.set('status', f.status);
+  if (f.type) q.set('type', f.type);
+  const cursor = view.cursors[view.cursors.length - 1];
+  if (cursor) q.set('cursor', cursor);
+  const seq = (view.loadSeq = (view.loadSeq || 0) + 1);
+  try {
+    const page = await apiJson(`/api/v1/tasks?${q}`);
+    if (seq !== view.loadSeq) return;  // a newer load superseded this one
+    view.tasks = page.tasks || [];
+    view.byId = new Map(view.tasks.map((t) => [t.task_id, t]));
+    view.nextCursor = page.next_cursor || null;
     renderTasks();
-    // Live inserts grow the first page; past twice its size it is reloaded to its true size.
-    if (view.tasks.length > 2 * filters().limit) scheduleRefresh();
+  } catch (err) {
+    if (!(err instanceof AuthDismissed)) $('page-label').textContent = `cannot load: ${err.message}`;
   }
+}
 
-  // ---------------------------------------------------------------------------------------
-  // Live events.
+// Coalesces the reasons to reload the first page (unknown tasks in the event stream) into
+// at most one request per half second.
+function scheduleRefresh() {
+  if (!onFirstPage() || view.refreshTimer) return;
+  view.refreshTimer = setTimeout(() => {
+    view.refreshTimer = null;
+    loadPage();
+  }, 500);
+}
 
-  let lastEventId = null;
-  let streamStarted = false;
-  let streamLive = false;
+function taskRow(t) {
+  const tr = el('tr', { 'data-task-id': t.task_id });
+  fillRow(tr, t);
+  return tr;
+}
 
-  function applyEvent(ev) {
-    if (!ev || !ev.task_id) return;
-    if (ev.previous_status && totals[ev.previous_status] !== undefined) totals[ev.previous_status]--;
-    if (ev.status && totals[ev.status] !== undefined && ev.previous_status !== ev.status) {
-      if (ev.previous_status || ev.status === 'QUEUED') totals[ev.status]++;
-    }
-    renderTotals();
-    nudgeStats();
-
-    const t = view.byId.get(ev.task_id);
-    if (t) {
-      t.status = ev.status;
-      t.attempt = ev.attempt;
-      if (ev.backend) t.backend = ev.backend;
-      if (ev.error) t.error = ev.error;
-      if (ev.status === 'DONE' && !t.result_url) {
-        t.result_url = t.type === 'image' ? `/api/images/${t.task_id}` : `/api/v1/tasks/${t.task_id}/result`;
-      }
-      updateRow(t);
-      if (!matchesFilters(t)) scheduleRefresh();
-    } else if (matchesFilters({ status: ev.status, type: ev.type })) {
-      scheduleRefresh();
-    }
-    if (ev.task_id === selectedId) scheduleDetail();
+// Fills a row; a row that exists keeps its cells (and so the focus of its button).
+function fillRow(tr, t) {
+  tr.dataset.status = t.status;
+  tr.classList.toggle('selected', t.task_id === selectedId);
+  const prompt = promptOf(t);
+  if (!tr.firstChild) {
+    tr.append(
+      el('td', { class: 'id' },
+        el('button', {
+          type: 'button', class: 'link', 'data-open': t.task_id, title: t.task_id,
+          'aria-label': `Show task ${t.task_id}`,
+        }, shortId(t.task_id))),
+      el('td', { class: 'status' }),
+      el('td', { class: 'opt type' }),
+      el('td', { class: 'opt num priority' }),
+      el('td', { class: 'opt num attempt' }),
+      el('td', { class: 'prompt' }),
+      el('td', { class: 'opt created' }));
   }
-
-  function onReset() {
-    // Events were lost: what the page shows may be stale.
-    scheduleRefresh();
-    if (!onFirstPage()) loadPage();
-    if (selectedId) scheduleDetail();
-    pollStats();
+  const cell = (cls) => tr.querySelector(`td.${cls}`);
+  const status = cell('status');
+  if (!status.firstChild || status.firstChild.dataset.status !== t.status) {
+    status.replaceChildren(statusBadge(t.status));
   }
+  cell('type').textContent = t.type;
+  cell('priority').textContent = String(t.priority);
+  cell('attempt').textContent = `${t.attempt}/${t.max_attempts}`;
+  const p = cell('prompt');
+  p.title = prompt;
+  if (prompt) p.textContent = prompt;
+  else p.replaceChildren(el('span', { class: 'muted' }, '–'));
+  cell('created').replaceChildren(clockCell(t.created_at));
+}
 
-  // Reads one SSE stream to its end (or until it is idle too long); stream.gotData tells
-  // whether it received anything.
-  async function readStream(res, controller) {
-    const reader = res.body.getReader();
-    const decoder = new TextDecoder();
-    let buf = '';
-    let data = [];
-    let eventName = '';
-    let eventId = null;
-    let idle = null;
-    const arm = () => {
-      clearTimeout(idle);
-      idle = setTimeout(() => controller.abort(), STREAM_IDLE_MS);
-    };
-    arm();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        stream.gotData = true;
-        arm();
-        buf += decoder.decode(value, { stream: true });
-        let nl;
-        while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
-          // A lone \r at the end of the buffer may be half of \r\n: wait for more.
-          if (buf[nl] === '\r' && nl === buf.length - 1) break;
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
-          if (line === '') {
-            if (eventId !== null) lastEventId = eventId;
-            if (data.length) dispatch(eventName || 'message', data.join('\n'));
-            data = [];
-            eventName = '';
-            eventId = null;
-            continue;
-          }
-          if (line[0] === ':') continue;  // comment: keep-alive
-          const colon = line.indexOf(':');
-          const field = colon < 0 ? line : line.slice(0, colon);
-          let value = colon < 0 ? '' : line.slice(colon + 1);
-          if (value[0] === ' ') value = value.slice(1);
-          if (field === 'data') data.push(value);
-          else if (field === 'event') eventName = value;
-          else if (field === 'id' && !value.includes('\0')) eventId = value;
-          else if (field === 'retry' && /^\d+$/.test(value)) stream.retryMs = Number(value);
-        }
-      }
-    } finally {
-      clearTimeout(idle);
-    }
+function renderTasks() {
+  const body = $('tasks');
+  const focusedId = document.activeElement && document.activeElement.dataset
+    ? document.activeElement.dataset.open : undefined;
+  const rows = new Map([...body.children].map((tr) => [tr.dataset.taskId, tr]));
+  const same = view.tasks.length === body.children.length &&
+    view.tasks.every((t, i) => body.children[i].dataset.taskId === t.task_id);
+  if (same) {
+    view.tasks.forEach((t) => fillRow(rows.get(t.task_id), t));
+  } else {
+    body.replaceChildren(...view.tasks.map((t) => {
+      const tr = rows.get(t.task_id);
+      if (!tr) return taskRow(t);
+      fillRow(tr, t);
+      return tr;
+    }));
   }
-
-  function dispatch(name, data) {
-    if (name === 'reset') return onReset();
-    if (name !== 'message') return;
-    let ev;
-    try {
-      ev = JSON.parse(data);
-    } catch {
-      return;
-    }
-    applyEvent(ev);
+  if (focusedId) {
+    const b = body.querySelector(`button[data-open="${CSS.escape(focusedId)}"]`);
+    if (b && document.activeElement !== b) b.focus();
   }
+  $('tasks-empty').hidden = view.tasks.length > 0;
+  $('newer').disabled = onFirstPage();
+  $('older').disabled = !view.nextCursor;
+  $('page-label').textContent = `page ${view.cursors.length}`;
+}
 
-  const stream = { retryMs: 2000, failures: 0, timer: null, gotData: false, connectedBefore: false };
-
-  function startStream(afterId) {
-    streamStarted = true;
-    if (lastEventId === null && afterId !== undefined && afterId !== null) lastEventId = String(afterId);
-    connectStream();
+function updateRow(t) {
+  const tr = $('tasks').querySelector(`tr[data-task-id="${CSS.escape(t.task_id)}"]`);
+  if (tr) {
+    fillRow(tr, t);
+    tr.classList.remove('flash');
+    void tr.offsetWidth;  // restart the animation
+    tr.classList.add('flash');
   }
+}
 
-  async function connectStream() {
-    stream.timer = null;
-    const controller = new AbortController();
-    const headers = {};
-    let path = '/api/v1/events';
-    if (lastEventId !== null) {
-      headers['Last-Event-ID'] = lastEventId;
-      path += `?after=${encodeURIComponent(lastEventId)}`;
-    }
-    stream.gotData = false;
-    try {
-      const res = await api(path, { headers, signal: controller.signal });
-      if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
-      streamLive = true;
-      setConn('live', 'live');
-      // After a break, refetch what is shown: a server that restarted numbers its events
-      // afresh and cannot replay what happened while the page was away.
-      if (stream.connectedBefore) onReset();
-      stream.connectedBefore = true;
-      await readStream(res, controller);
-    } catch (err) {
-      if (err instanceof AuthDismissed) {
-        streamStarted = false;
-        streamLive = false;
-        return;
-      }
-    }
-    streamLive = false;
-    // Backoff: the server's retry: value, doubling while connections fail, with jitter.
-    const got = stream.gotData;
-    stream.failures = got ? 0 : stream.failures + 1;
-    const delay = got ? stream.retryMs : Math.min(STREAM_MAX_DELAY_MS,
-      stream.retryMs * 2 ** Math.min(stream.failures - 1, 5)) * (0.75 + Math.random() / 2);
-    setConn('reconnecting', `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
-    stream.timer = setTimeout(connectStream, delay);
-    // Changes made while the stream was down are replayed from lastEventId (or announced
-    // by a reset event when the server no longer has them).
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // A task's details.
-
-  const imageUrls = new Map();  // task_id -> blob: URL of its image (images never change)
-  let detailTimer = null;
-  let detailSeq = 0;
-
-  function scheduleDetail() {
-    if (detailTimer) return;
-    detailTimer = setTimeout(() => {
-      detailTimer = null;
-      if (selectedId) loadDetail(selectedId);
-    }, 250);
-  }
-
-  async function openTask(id) {
-    selectedId = id;
-    for (const tr of $('tasks').children) tr.classList.toggle('selected', tr.dataset.taskId === id);
-    const panel = $('detail');
-    panel.hidden = false;
-    $('tasks-area').classList.add('with-detail');
-    $('detail-heading').textContent = `Task ${id}`;
-    $('detail-body').replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
-    await loadDetail(id);
-    $('detail-heading').focus();
-    if (window.matchMedia('(max-width: 1099px)').matches) panel.scrollIntoView({ block: 'start' });
-  }
-
-  function closeTask() {
-    const id = selectedId;
-    selectedId = null;
-    $('detail').hidden = true;
-    $('tasks-area').classList.remove('with-detail');
-    for (const tr of $('tasks').children) tr.classList.remove('selected');
-    const b = id && $('tasks').querySelector(`button[data-open="${CSS.escape(id)}"]`);
-    if (b) b.focus();
-  }
-
-  async function loadDetail(id) {
-    const seq = ++detailSeq;
-    let t;
-    try {
-      t = await apiJson(`/api/v1/tasks/${encodeURIComponent(id)}`);
-    } catch (err) {
-      if (seq === detailSeq && !(err instanceof AuthDismissed)) {
-        $('detail-body').replaceChildren(el('p', { class: 'error' }, `Cannot load the task: ${err.message}`));
-      }
-      return;
-    }
-    if (seq !== detailSeq || id !== selectedId) return;
-    upsertKnown(t);
-    renderDetail(t);
-  }
-
-  // Refreshes a row from a full task, without inserting it.
-  function upsertKnown(t) {
-    const known = view.byId.get(t.task_id);
-    if (!known) return;
+// A task the page learnt of first-hand (its own submit): shown at once on the first page.
+function upsertTask(t) {
+  const known = view.byId.get(t.task_id);
+  if (known) {
     Object.assign(known, t);
-    const tr = $('tasks').querySelector(`tr[data-task-id="${CSS.escape(t.task_id)}"]`);
-    if (tr) fillRow(tr, known);
+    updateRow(known);
+    return;
+  }
+  if (!onFirstPage() || !matchesFilters(t)) return;
+  view.byId.set(t.task_id, t);
+  view.tasks.push(t);
+  view.tasks.sort((a, b) => (a.task_id < b.task_id ? 1 : a.task_id > b.task_id ? -1 : 0));
+  renderTasks();
+  // Live inserts grow the first page; past twice its size it is reloaded to its true size.
+  if (view.tasks.length > 2 * filters().limit) scheduleRefresh();
+}
+
+// ---------------------------------------------------------------------------------------
+// Live events.
+
+let lastEventId = null;
+let streamStarted = false;
+let streamLive = false;
+
+function applyEvent(ev) {
+  if (!ev || !ev.task_id) return;
+  if (ev.previous_status && totals[ev.previous_status] !== undefined) totals[ev.previous_status]--;
+  if (ev.status && totals[ev.status] !== undefined && ev.previous_status !== ev.status) {
+    if (ev.previous_status || ev.status === 'QUEUED') totals[ev.status]++;
+  }
+  renderTotals();
+  nudgeStats();
+
+  const t = view.byId.get(ev.task_id);
+  if (t) {
+    t.status = ev.status;
+    t.attempt = ev.attempt;
+    if (ev.backend) t.backend = ev.backend;
+    if (ev.error) t.error = ev.error;
+    if (ev.status === 'DONE' && !t.result_url) {
+      t.result_url = t.type === 'image' ? `/api/images/${t.task_id}` : `/api/v1/tasks/${t.task_id}/result`;
+    }
+    updateRow(t);
+    if (!matchesFilters(t)) scheduleRefresh();
+  } else if (matchesFilters({ status: ev.status, type: ev.type })) {
+    scheduleRefresh();
+  }
+  if (ev.task_id === selectedId) scheduleDetail();
+}
+
+function onReset() {
+  // Events were lost: what the page shows may be stale.
+  scheduleRefresh();
+  if (!onFirstPage()) loadPage();
+  if (selectedId) scheduleDetail();
+  pollStats();
+}
+
+// Reads one SSE stream to its end (or until it is idle too long); stream.gotData tells
+// whether it received anything.
+async function readStream(res, controller) {
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = '';
+  let data = [];
+  let eventName = '';
+  let eventId = null;
+  let idle = null;
+  const arm = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => controller.abort(), STREAM_IDLE_MS);
+  };
+  arm();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stream.gotData = true;
+      arm();
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
+        // A lone \r at the end of the buffer may be half of \r\n: wait for more.
+        if (buf[nl] === '\r' && nl === buf.length - 1) break;
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
+        if (line === '') {
+          if (eventId !== null) lastEventId = eventId;
+          if (data.length) dispatch(eventName || 'message', data.join('\n'));
+          data = [];
+          eventName = '';
+          eventId = null;
+          continue;
+        }
+        if (line[0] === ':') continue;  // comment: keep-alive
+        const colon = line.indexOf(':');
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? '' : line.slice(colon + 1);
+        if (value[0] === ' ') value = value.slice(1);
+        if (field === 'data') data.push(value);
+        else if (field === 'event') eventName = value;
+        else if (field === 'id' && !value.includes('\0')) eventId = value;
+        else if (field === 'retry' && /^\d+$/.test(value)) stream.retryMs = Number(value);
+      }
+    }
+  } finally {
+    clearTimeout(idle);
+  }
+}
+
+function dispatch(name, data) {
+  if (name === 'reset') return onReset();
+  if (name !== 'message') return;
+  let ev;
+  try {
+    ev = JSON.parse(data);
+  } catch {
+    return;
+  }
+  applyEvent(ev);
+}
+
+const stream = { retryMs: 2000, failures: 0, timer: null, gotData: false, connectedBefore: false };
+
+function startStream(afterId) {
+  streamStarted = true;
+  if (lastEventId === null && afterId !== undefined && afterId !== null) lastEventId = String(afterId);
+  connectStream();
+}
+
+async function connectStream() {
+  stream.timer = null;
+  const controller = new AbortController();
+  const headers = {};
+  let path = '/api/v1/events';
+  if (lastEventId !== null) {
+    headers['Last-Event-ID'] = lastEventId;
+    path += `?after=${encodeURIComponent(lastEventId)}`;
+  }
+  stream.gotData = false;
+  try {
+    const res = await api(path, { headers, signal: controller.signal });
+    if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+    streamLive = true;
+    setConn('live', 'live');
+    // After a break, refetch what is shown: a server that restarted numbers its events
+    // afresh and cannot replay what happened while the page was away.
+    if (stream.connectedBefore) onReset();
+    stream.connectedBefore = true;
+    await readStream(res, controller);
+  } catch (err) {
+    if (err instanceof AuthDismissed) {
+      streamStarted = false;
+      streamLive = false;
+      return;
+    }
+  }
+  streamLive = false;
+  // Backoff: the server's retry: value, doubling while connections fail, with jitter.
+  const got = stream.gotData;
+  stream.failures = got ? 0 : stream.failures + 1;
+  const delay = got ? stream.retryMs : Math.min(STREAM_MAX_DELAY_MS,
+    stream.retryMs * 2 ** Math.min(stream.failures - 1, 5)) * (0.75 + Math.random() / 2);
+  setConn('reconnecting', `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
+  stream.timer = setTimeout(connectStream, delay);
+  // Changes made while the stream was down are replayed from lastEventId (or announced
+  // by a reset event when the server no longer has them).
+}
+
+// ---------------------------------------------------------------------------------------
+// A task's details.
+
+const imageUrls = new Map();  // task_id -> blob: URL of its image (images never change)
+let detailTimer = null;
+let detailSeq = 0;
+
+function scheduleDetail() {
+  if (detailTimer) return;
+  detailTimer = setTimeout(() => {
+    detailTimer = null;
+    if (selectedId) loadDetail(selectedId);
+  }, 250);
+}
+
+async function openTask(id) {
+  selectedId = id;
+  for (const tr of $('tasks').children) tr.classList.toggle('selected', tr.dataset.taskId === id);
+  const panel = $('detail');
+  panel.hidden = false;
+  $('tasks-area').classList.add('with-detail');
+  $('detail-heading').textContent = `Task ${id}`;
+  $('detail-body').replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
+  await loadDetail(id);
+  $('detail-heading').focus();
+  if (window.matchMedia('(max-width: 1099px)').matches) panel.scrollIntoView({ block: 'start' });
+}
+
+function closeTask() {
+  const id = selectedId;
+  selectedId = null;
+  $('detail').hidden = true;
+  $('tasks-area').classList.remove('with-detail');
+  for (const tr of $('tasks').children) tr.classList.remove('selected');
+  const b = id && $('tasks').querySelector(`button[data-open="${CSS.escape(id)}"]`);
+  if (b) b.focus();
+}
+
+async function loadDetail(id) {
+  const seq = ++detailSeq;
+  let t;
+  try {
+    t = await apiJson(`/api/v1/tasks/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (seq === detailSeq && !(err instanceof AuthDismissed)) {
+      $('detail-body').replaceChildren(el('p', { class: 'error' }, `Cannot load the task: ${err.message}`));
+    }
+    return;
+  }
+  if (seq !== detailSeq || id !== selectedId) return;
+  upsertKnown(t);
+  renderDetail(t);
+}
+
+// Refreshes a row from a full task, without inserting it.
+function upsertKnown(t) {
+  const known = view.byId.get(t.task_id);
+  if (!known) return;
+  Object.assign(known, t);
+  const tr = $('tasks').querySelector(`tr[data-task-id="${CSS.escape(t.task_id)}"]`);
+  if (tr) fillRow(tr, known);
+}
+
+function renderDetail(t) {
+  const body = $('detail-body');
+  const focusCancel = document.activeElement && document.activeElement.id === 'cancel-button';
+  const actions = el('div', { class: 'actions' });
+  if (t.status === 'QUEUED' || t.status === 'RUNNING') {
+    actions.append(el('button', {
+      type: 'button', id: 'cancel-button', class: 'danger', onclick: () => cancelTask(t.task_id),
+    }, 'Cancel task'));
+  }
+  const message = el('p', { id: 'detail-message', class: 'message', role: 'status' });
+  const rows = [
+    ['Status', statusBadge(t.status)],
+    ['Type', t.type],
+    ['Priority', String(t.priority)],
+    ['Attempt', `${t.attempt} of ${t.max_attempts}`],
+    ['Created', timeCell(t.created_at)],
+    ['Started', t.started_at ? timeCell(t.started_at) : '–'],
+    ['Finished', t.finished_at ? timeCell(t.finished_at) : '–'],
+    ['Backend', t.backend || '–'],
+  ];
+  if (t.status === 'QUEUED') {
+    if (t.queue_position !== undefined && t.queue_position !== null) rows.push(['Queue position', String(t.queue_position)]);
+    if (t.estimated_start) rows.push(['Estimated start', timeCell(t.estimated_start)]);
+    if (t.next_attempt_at) rows.push(['Next attempt', timeCell(t.next_attempt_at)]);
+  }
+  if (t.error) rows.push(['Error', el('span', { class: 'error' }, t.error)]);
+  if (t.result) rows.push(['Result', `${t.result.size} bytes, ${t.result.content_type}`]);
+  if (t.result_url) rows.push(['Result URL', t.result_url]);
+  const prompt = promptOf(t);
+  if (prompt) rows.push(['Prompt', prompt]);
+  const dl = el('dl', { class: 'kv' });
+  for (const [k, v] of rows) dl.append(el('dt', null, k), el('dd', null, v));
+
+  let image = null;
+  if (t.type === 'image' && t.status === 'DONE' && t.result_url) {
+    image = el('figure', { class: 'result-image' },
+      el('img', { id: 'result-image', alt: prompt ? `Result: ${prompt}` : 'Result image' }));
+    loadImage(t.task_id, t.result_url, image.firstChild);
   }
 
-  function renderDetail(t) {
-    const body = $('detail-body');
-    const focusCancel = document.activeElement && document.activeElement.id === 'cancel-button';
-    const actions = el('div', { class: 'actions' });
-    if (t.status === 'QUEUED' || t.status === 'RUNNING') {
-      actions.append(el('button', {
-        type: 'button', id: 'cancel-button', class: 'danger', onclick: () => cancelTask(t.task_id),
-      }, 'Cancel task'));
+  const attempts = t.attempts || [];
+  const attemptsBox = el('div', { class: 'attempts' }, el('h3', null, `Attempts (${attempts.length})`));
+  if (attempts.length) {
+    const tb = el('tbody');
+    for (const a of attempts) {
+      tb.append(el('tr', { 'data-outcome': a.outcome },
+        el('td', { class: 'num' }, String(a.number)),
+        el('td', null, el('span', { title: a.backend }, hostOf(a.backend))),
+        el('td', null, a.outcome),
+        el('td', { class: 'num' }, `${a.duration_ms} ms`),
+        el('td', null, a.error ? el('span', { class: 'error' }, a.error) : '–')));
     }
-    const message = el('p', { id: 'detail-message', class: 'message', role: 'status' });
-    const rows = [
-      ['Status', statusBadge(t.status)],
-      ['Type', t.type],
-      ['Priority', String(t.priority)],
-      ['Attempt', `${t.attempt} of ${t.max_attempts}`],
-      ['Created', timeCell(t.created_at)],
-      ['Started', t.started_at ? timeCell(t.started_at) : '–'],
-      ['Finished', t.finished_at ? timeCell(t.finished_at) : '–'],
-      ['Backend', t.backend || '–'],
-    ];
-    if (t.status === 'QUEUED') {
-      if (t.queue_position !== undefined && t.queue_position !== null) rows.push(['Queue position', String(t.queue_position)]);
-      if (t.estimated_start) rows.push(['Estimated start', timeCell(t.estimated_start)]);
-      if (t.next_attempt_at) rows.push(['Next attempt', timeCell(t.next_attempt_at)]);
-    }
-    if (t.error) rows.push(['Error', el('span', { class: 'error' }, t.error)]);
-    if (t.result) rows.push(['Result', `${t.result.size} bytes, ${t.result.content_type}`]);
-    if (t.result_url) rows.push(['Result URL', t.result_url]);
-    const prompt = promptOf(t);
-    if (prompt) rows.push(['Prompt', prompt]);
-    const dl = el('dl', { class: 'kv' });
-    for (const [k, v] of rows) dl.append(el('dt', null, k), el('dd', null, v));
-
-    let image = null;
-    if (t.type === 'image' && t.status === 'DONE' && t.result_url) {
-      image = el('figure', { class: 'result-image' },
-        el('img', { id: 'result-image', alt: prompt ? `Result: ${prompt}` : 'Result image' }));
-      loadImage(t.task_id, t.result_url, image.firstChild);
-    }
-
-    const attempts = t.attempts || [];
-    const attemptsBox = el('div', { class: 'attempts' }, el('h3', null, `Attempts (${attempts.length})`));
-    if (attempts.length) {
-      const tb = el('tbody');
-      for (const a of attempts) {
-        tb.append(el('tr', { 'data-outcome': a.outcome },
-          el('td', { class: 'num' }, String(a.number)),
-          el('td', null, el('span', { title: a.backend }, hostOf(a.backend))),
-          el('td', null, a.outcome),
-          el('td', { class: 'num' }, `${a.duration_ms} ms`),
-          el('td', null, a.error ? el('span', { class: 'error' }, a.error) : '–')));
-      }
-      attemptsBox.append(el('div', { class: 'table-wrap' }, el('table', { class: 'attempts-table' },
-        el('thead', null, el('tr', null,
-          el('th', { scope: 'col' }, '#'), el('th', { scope: 'col' }, 'Backend'),
-          el('th', { scope: 'col' }, 'Outcome'), el('th', { scope: 'col' }, 'Took'),
-          el('th', { scope: 'col' }, 'Error'))),
-        tb)));
-    } else {
-      attemptsBox.append(el('p', { class: 'muted' }, 'None yet.'));
-    }
-
-    const json = el('details', { class: 'json' },
-      el('summary', null, 'JSON'),
-      el('pre', { tabindex: 0 }, JSON.stringify(t, null, 2)));
-    const oldJson = body.querySelector('details.json');
-    if (oldJson && oldJson.open) json.open = true;
-
-    body.replaceChildren(...[actions, message, image, dl, attemptsBox, json].filter(Boolean));
-    $('detail').dataset.status = t.status;
-    if (focusCancel) {
-      const c = $('cancel-button');
-      (c || $('detail-heading')).focus();
-    }
+    attemptsBox.append(el('div', { class: 'table-wrap' }, el('table', { class: 'attempts-table' },
+      el('thead', null, el('tr', null,
+        el('th', { scope: 'col' }, '#'), el('th', { scope: 'col' }, 'Backend'),
+        el('th', { scope: 'col' }, 'Outcome'), el('th', { scope: 'col' }, 'Took'),
+        el('th', { scope: 'col' }, 'Error'))),
+      tb)));
+  } else {
+    attemptsBox.append(el('p', { class: 'muted' }, 'None yet.'));
   }
 
-  async function loadImage(id, url, img) {
-    let src = imageUrls.get(id);
-    if (!src) {
-      try {
-        const res = await api(url);
-        if (!res.ok) throw new Error(await errorText(res));
-        src = URL.createObjectURL(await res.blob());
-      } catch (err) {
-        if (!(err instanceof AuthDismissed)) img.replaceWith(el('p', { class: 'error' }, `Cannot load the image: ${err.message}`));
-        return;
-      }
-      imageUrls.set(id, src);
-      // Keep the last few images only.
-      while (imageUrls.size > 20) {
-        const [oldId, oldUrl] = imageUrls.entries().next().value;
-        URL.revokeObjectURL(oldUrl);
-        imageUrls.delete(oldId);
-      }
-    }
-    img.src = src;
-  }
+  const json = el('details', { class: 'json' },
+    el('summary', null, 'JSON'),
+    el('pre', { tabindex: 0 }, JSON.stringify(t, null, 2)));
+  const oldJson = body.querySelector('details.json');
+  if (oldJson && oldJson.open) json.open = true;
 
-  async function cancelTask(id) {
-    const button = $('cancel-button');
-    if (button) button.disabled = true;
-    const say = (text, cls) => {
-      const m = $('detail-message');
-      if (m) {
-        m.textContent = text;
-        m.className = `message ${cls || ''}`;
-      }
-    };
+  body.replaceChildren(...[actions, message, image, dl, attemptsBox, json].filter(Boolean));
+  $('detail').dataset.status = t.status;
+  if (focusCancel) {
+    const c = $('cancel-button');
+    (c || $('detail-heading')).focus();
+  }
+}
+
+async function loadImage(id, url, img) {
+  let src = imageUrls.get(id);
+  if (!src) {
     try {
-      const res = await api(`/api/v1/tasks/${encodeURIComponent(id)}`, { method: 'DELETE' });
-      if (res.ok) {
-        const t = await res.json();
-        upsertKnown(t);
-        const known = view.byId.get(id);
-        if (known) updateRow(known);
-        if (selectedId === id) renderDetail(t);
-        say('Canceled.', 'ok');
-      } else if (res.status === 409) {
-        say('The task had already finished.', 'error');
-        if (selectedId === id) loadDetail(id);
-      } else {
-        say(`Cannot cancel: ${await errorText(res)}`, 'error');
-        if (button) button.disabled = false;
-      }
+      const res = await api(url);
+      if (!res.ok) throw new Error(await errorText(res));
+      src = URL.createObjectURL(await res.blob());
     } catch (err) {
-      if (!(err instanceof AuthDismissed)) say(`Cannot cancel: ${err.message}`, 'error');
+      if (!(err instanceof AuthDismissed)) img.replaceWith(el('p', { class: 'error' }, `Cannot load the image: ${err.message}`));
+      return;
+    }
+    imageUrls.set(id, src);
+    // Keep the last few images only.
+    while (imageUrls.size > 20) {
+      const [oldId, oldUrl] = imageUrls.entries().next().value;
+      URL.revokeObjectURL(oldUrl);
+      imageUrls.delete(oldId);
+    }
+  }
+  img.src = src;
+}
+
+async function cancelTask(id) {
+  const button = $('cancel-button');
+  if (button) button.disabled = true;
+  const say = (text, cls) => {
+    const m = $('detail-message');
+    if (m) {
+      m.textContent = text;
+      m.className = `message ${cls || ''}`;
+    }
+  };
+  try {
+    const res = await api(`/api/v1/tasks/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    if (res.ok) {
+      const t = await res.json();
+      upsertKnown(t);
+      const known = view.byId.get(id);
+      if (known) updateRow(known);
+      if (selectedId === id) renderDetail(t);
+      say('Canceled.', 'ok');
+    } else if (res.status === 409) {
+      say('The task had already finished.', 'error');
+      if (selectedId === id) loadDetail(id);
+    } else {
+      say(`Cannot cancel: ${await errorText(res)}`, 'error');
       if (button) button.disabled = false;
     }
+  } catch (err) {
+    if (!(err instanceof AuthDismissed)) say(`Cannot cancel: ${err.message}`, 'error');
+    if (button) button.disabled = false;
   }
+}
 
-  // ---------------------------------------------------------------------------------------
-  // Submitting an image prompt.
+// ---------------------------------------------------------------------------------------
+// Submitting an image prompt.
 
-  async function submitPrompt(event) {
-    event.preventDefault();
-    const prompt = $('prompt').value.trim();
-    const message = $('submit-message');
-    if (!prompt) {
-      message.textContent = 'Write a prompt first.';
-      message.className = 'message error';
-      $('prompt').focus();
+async function submitPrompt(event) {
+  event.preventDefault();
+  const prompt = $('prompt').value.trim();
+  const message = $('submit-message');
+  if (!prompt) {
+    message.textContent = 'Write a prompt first.';
+    message.className = 'message error';
+    $('prompt').focus();
+    return;
+  }
+  const button = $('submit-button');
+  button.disabled = true;
+  try {
+    const res = await api('/api/v1/tasks', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'image', payload: { prompt }, priority: Number($('priority').value) }),
+    });
+    if (!res.ok) throw new Error(await errorText(res));
+    const t = await res.json();
+    upsertTask(t);
+    message.replaceChildren('Submitted ', el('button', {
+      type: 'button', class: 'link', 'data-open': t.task_id,
+    }, t.task_id), '.');
+    message.className = 'message ok';
+    $('prompt').value = '';
+  } catch (err) {
+    if (err instanceof AuthDismissed) return;
+    message.textContent = `Not submitted: ${err.message}`;
+    message.className = 'message error';
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Wiring.
+
+function onFilterChange() {
+  view.cursors = [null];
+  view.nextCursor = null;
+  loadPage();
+}
+
+function init() {
+  $('submit-form').addEventListener('submit', submitPrompt);
+  $('filter-form').addEventListener('submit', (e) => e.preventDefault());
+  $('filter-status').addEventListener('change', onFilterChange);
+  $('filter-type').addEventListener('change', onFilterChange);
+  $('page-size').addEventListener('change', onFilterChange);
+  $('older').addEventListener('click', () => {
+    if (!view.nextCursor) return;
+    view.cursors.push(view.nextCursor);
+    loadPage();
+  });
+  $('newer').addEventListener('click', () => {
+    if (onFirstPage()) return;
+    view.cursors.pop();
+    loadPage();
+  });
+  // One listener for every "show task" button, in the table and in messages.
+  document.addEventListener('click', (e) => {
+    const b = e.target.closest && e.target.closest('button[data-open]');
+    if (b) openTask(b.dataset.open);
+  });
+  $('detail-close').addEventListener('click', closeTask);
+  $('detail').addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') closeTask();
+  });
+  $('token-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (!$('token-input').value.trim()) return;
+    $('token-dialog').close('save');
+  });
+  $('token-cancel').addEventListener('click', () => $('token-dialog').close(''));
+  $('token-button').addEventListener('click', async () => {
+    try {
+      await askToken(token ? 'Enter a new API token.' : 'This server needs an API token (Authorization: Bearer).');
+    } catch {
       return;
     }
-    const button = $('submit-button');
-    button.disabled = true;
-    try {
-      const res = await api('/api/v1/tasks', {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ type: 'image', payload: { prompt }, priority: Number($('priority').value) }),
-      });
-      if (!res.ok) throw new Error(await errorText(res));
-      const t = await res.json();
-      upsertTask(t);
-      message.replaceChildren('Submitted ', el('button', {
-        type: 'button', class: 'link', 'data-open': t.task_id,
-      }, t.task_id), '.');
-      message.className = 'message ok';
-      $('prompt').value = '';
-    } catch (err) {
-      if (err instanceof AuthDismissed) return;
-      message.textContent = `Not submitted: ${err.message}`;
-      message.className = 'message error';
-    } finally {
-      button.disabled = false;
-    }
-  }
-
-  // ---------------------------------------------------------------------------------------
-  // Wiring.
-
-  function onFilterChange() {
-    view.cursors = [null];
-    view.nextCursor = null;
+    // Anything that stopped for want of a token starts again with it.
     loadPage();
-  }
+    pollStats();
+    if (!streamStarted) startStream(lastEventId);
+    if (selectedId) loadDetail(selectedId);
+  });
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && !statsTimer) pollStats();
+  });
+  setInterval(renderUptime, 1000);
+  updateTokenButton();
 
-  function init() {
-    $('submit-form').addEventListener('submit', submitPrompt);
-    $('filter-form').addEventListener('submit', (e) => e.preventDefault());
-    $('filter-status').addEventListener('change', onFilterChange);
-    $('filter-type').addEventListener('change', onFilterChange);
-    $('page-size').addEventListener('change', onFilterChange);
-    $('older').addEventListener('click', () => {
-      if (!view.nextCursor) return;
-      view.cursors.push(view.nextCursor);
-      loadPage();
-    });
-    $('newer').addEventListener('click', () => {
-      if (onFirstPage()) return;
-      view.cursors.pop();
-      loadPage();
-    });
-    // One listener for every "show task" button, in the table and in messages.
-    document.addEventListener('click', (e) => {
-      const b = e.target.closest && e.target.closest('button[data-open]');
-      if (b) openTask(b.dataset.open);
-    });
-    $('detail-close').addEventListener('click', closeTask);
-    $('detail').addEventListener('keydown', (e) => {
-      if (e.key === 'Escape') closeTask();
-    });
-    $('token-form').addEventListener('submit', (e) => {
-      e.preventDefault();
-      if (!$('token-input').value.trim()) return;
-      $('token-dialog').close('save');
-    });
-    $('token-cancel').addEventListener('click', () => $('token-dialog').close(''));
-    $('token-button').addEventListener('click', async () => {
-      try {
-        await askToken(token ? 'Enter a new API token.' : 'This server needs an API token (Authorization: Bearer).');
-      } catch {
-        return;
-      }
-      // Anything that stopped for want of a token starts again with it.
-      loadPage();
-      pollStats();
-      if (!streamStarted) startStream(lastEventId);
-      if (selectedId) loadDetail(selectedId);
-    });
-    document.addEventListener('visibilitychange', () => {
-      if (!document.hidden && !statsTimer) pollStats();
-    });
-    setInterval(renderUptime, 1000);
-    updateTokenButton();
+  // The stats first: they give the event id to stream from, so the list fetched after it
+  // misses nothing (a change in between is both in the list and replayed, applied twice
+  // harmlessly).
+  askFirstIfNeeded().then(pollStats).then(loadPage);
+}
 
-    // The stats first: they give the event id to stream from, so the list fetched after it
-    // misses nothing (a change in between is both in the list and replayed, applied twice
-    // harmlessly).
-    askFirstIfNeeded().then(pollStats).then(loadPage);
-  }
-
-  // Where the open /health says the API wants a token (an "auth" field, when the server
-  // has it), the page asks before its first call rather than after a 401.
-  async function askFirstIfNeeded() {
-    if (token) return;
-    try {
-      const res = await fetch('/health', { cache: 'no-store' });
-      const health = res.ok ? await res.json() : {};
-      if (health && health.auth === true) {
-        authNeeded = true;
-        updateTokenButton();
-        await askToken('This server needs an API token (Authorization: Bearer).');
-      }
-    } catch {
-      // No answer or no token given: the API calls that follow sort it out.
+// Where the open /health says the API wants a token (an "auth" field, when the server
+// has it), the page asks before its first call rather than after a 401.
+async function askFirstIfNeeded() {
+  if (token) return;
+  try {
+    const res = await fetch('/health', { cache: 'no-store' });
+    const health = res.ok ? await res.json() : {};
+    if (health && health.auth === true) {
+      authNeeded = true;
+      updateTokenButton();
+      await askToken('This server needs an API token (Authorization: Bearer).');
     }
+  } catch {
+    // No answer or no token given: the API calls that follow sort it out.
   }
+}
 
-  init();
-})();
+init();
