@@ -3,89 +3,16 @@
 // fetch so it can carry the Authorization header); the stats endpoints are polled every few
 // seconds; the task list is fetched only on load, on a filter or page change, and when the
 // event stream says something changed that the page cannot work out by itself.
+import { $, el, setConn } from './dom.js';
+import { ago, clockCell, formatDuration, hostOf, promptOf, serverNow, setClockSkew, shortId,
+  statusBadge, timeCell } from './format.js';
 
 const STATUSES = ['QUEUED', 'RUNNING', 'DONE', 'FAILED', 'CANCELED'];
-const FINAL = new Set(['DONE', 'FAILED', 'CANCELED']);
 const TOKEN_KEY = 'taskserver.token';
 const STATS_EVERY_MS = 3000;
 const STATS_BACKOFF_MS = 10000;
 const STREAM_IDLE_MS = 45000;  // three missed keep-alives at the default 15 s
 const STREAM_MAX_DELAY_MS = 30000;
-
-const $ = (id) => document.getElementById(id);
-
-// ---------------------------------------------------------------------------------------
-// Small helpers.
-
-function el(tag, attrs, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === 'class') node.className = v;
-    else if (k === 'text') node.textContent = v;
-    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const c of children) {
-    if (c === null || c === undefined || c === false) continue;
-    node.append(c instanceof Node ? c : String(c));
-  }
-  return node;
-}
-
-// Server time minus browser time, from /api/v1/stats, so ages are right on a skewed clock.
-let clockSkewMs = 0;
-const serverNow = () => Date.now() + clockSkewMs;
-
-function formatDuration(seconds) {
-  if (seconds === null || seconds === undefined || !isFinite(seconds)) return '–';
-  const s = Math.max(0, seconds);
-  if (s < 10) return `${s.toFixed(1)} s`;
-  if (s < 60) return `${Math.floor(s)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} m ${Math.floor(s % 60)} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} m`;
-  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
-}
-
-function ago(iso) {
-  if (!iso) return '–';
-  const t = Date.parse(iso);
-  if (isNaN(t)) return iso;
-  return `${formatDuration((serverNow() - t) / 1000)} ago`;
-}
-
-function timeCell(iso) {
-  return el('time', { datetime: iso || '', title: iso || '' }, ago(iso));
-}
-
-// A wall-clock time (local), for tables whose rows are not re-rendered every second.
-function clockCell(iso) {
-  const t = Date.parse(iso);
-  const text = isNaN(t) ? (iso || '–') : new Date(t).toLocaleTimeString([], { hour12: false });
-  return el('time', { datetime: iso || '', title: iso || '' }, text);
-}
-
-const shortId = (id) => (id && id.length > 10 ? `…${id.slice(-8)}` : id || '');
-const hostOf = (url) => {
-  try {
-    return new URL(url).host;
-  } catch {
-    return url || '';
-  }
-};
-
-function promptOf(task) {
-  const p = task && task.payload;
-  if (!p || typeof p !== 'object') return '';
-  if (typeof p.prompt === 'string') return p.prompt;
-  if (task.input && task.input.filename) return task.input.filename;
-  return '';
-}
-
-function statusBadge(status) {
-  return el('span', { class: `badge status-${String(status).toLowerCase()}`, 'data-status': status },
-    status);
-}
 
 // ---------------------------------------------------------------------------------------
 // API access: every /api/ call goes through api(), which adds the token and asks for one on 401.
@@ -174,15 +101,6 @@ async function apiJson(path, options) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Connection indicator.
-
-function setConn(state, text) {
-  const c = $('conn');
-  c.dataset.state = state;
-  c.textContent = text;
-}
-
-// ---------------------------------------------------------------------------------------
 // Header, queues, workers, backends: polled.
 
 const totals = {};
@@ -206,7 +124,7 @@ function renderUptime() {
 function renderStats(stats) {
   $('version').textContent = stats.version || '?';
   const started = Date.parse(stats.started_at);
-  if (!isNaN(started)) clockSkewMs = started + stats.uptime_s * 1000 - Date.now();
+  if (!isNaN(started)) setClockSkew(started + stats.uptime_s * 1000 - Date.now());
   uptimeBase = { uptime_s: stats.uptime_s, at: Date.now() };
   $('uptime').title = `since ${stats.started_at}`;
   renderUptime();
