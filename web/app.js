@@ -3,194 +3,11 @@
 // fetch so it can carry the Authorization header); the stats endpoints are polled every few
 // seconds; the task list is fetched only on load, on a filter or page change, and when the
 // event stream says something changed that the page cannot work out by itself.
-import { $, el, setConn } from './dom.js';
+import { $, el } from './dom.js';
 import { AuthDismissed, api, apiJson, askFirstIfNeeded, errorText, wireTokenDialog } from './api.js';
-import { ago, clockCell, formatDuration, hostOf, promptOf, serverNow, setClockSkew, shortId,
-  statusBadge, timeCell } from './format.js';
-
-const STATUSES = ['QUEUED', 'RUNNING', 'DONE', 'FAILED', 'CANCELED'];
-const STATS_EVERY_MS = 3000;
-const STATS_BACKOFF_MS = 10000;
-const STREAM_IDLE_MS = 45000;  // three missed keep-alives at the default 15 s
-const STREAM_MAX_DELAY_MS = 30000;
-
-// ---------------------------------------------------------------------------------------
-// Header, queues, workers, backends: polled.
-
-const totals = {};
-let statsTimer = null;
-let uptimeBase = null;  // {uptime_s, at}: the uptime ticks locally between polls
-const knownPools = new Set();
-
-function renderTotals() {
-  for (const li of $('totals').children) {
-    const n = totals[li.dataset.status];
-    li.querySelector('.n').textContent = n === undefined ? '–' : String(Math.max(0, n));
-  }
-}
-
-function renderUptime() {
-  if (!uptimeBase) return;
-  const s = uptimeBase.uptime_s + (Date.now() - uptimeBase.at) / 1000;
-  $('uptime').textContent = formatDuration(Math.floor(s));
-}
-
-function renderStats(stats) {
-  $('version').textContent = stats.version || '?';
-  const started = Date.parse(stats.started_at);
-  if (!isNaN(started)) setClockSkew(started + stats.uptime_s * 1000 - Date.now());
-  uptimeBase = { uptime_s: stats.uptime_s, at: Date.now() };
-  $('uptime').title = `since ${stats.started_at}`;
-  renderUptime();
-  for (const s of STATUSES) totals[s] = (stats.totals && stats.totals[s]) || 0;
-  renderTotals();
-}
-
-function sparkline(values) {
-  const w = 150;
-  const h = 36;
-  const pad = 2;
-  const vals = Array.isArray(values) && values.length ? values : [0];
-  const max = Math.max(1, ...vals);
-  const step = vals.length > 1 ? (w - 2 * pad) / (vals.length - 1) : 0;
-  const pts = vals.map((v, i) => [pad + i * step, h - pad - (v / max) * (h - 2 * pad)]);
-  const line = pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
-  const area = `${pad},${h - pad} ${line} ${(pad + (vals.length - 1) * step).toFixed(1)},${h - pad}`;
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
-  svg.setAttribute('class', 'spark');
-  svg.setAttribute('preserveAspectRatio', 'none');
-  svg.setAttribute('role', 'img');
-  const label = `Completed per minute over the last ${vals.length} minutes, oldest first: ` +
-    vals.join(', ');
-  svg.setAttribute('aria-label', label);
-  const title = document.createElementNS(ns, 'title');
-  title.textContent = label;
-  const fill = document.createElementNS(ns, 'polygon');
-  fill.setAttribute('points', area);
-  fill.setAttribute('class', 'spark-area');
-  const poly = document.createElementNS(ns, 'polyline');
-  poly.setAttribute('points', line);
-  poly.setAttribute('class', 'spark-line');
-  svg.append(title, fill, poly);
-  return svg;
-}
-
-function renderQueues(queues, workers) {
-  const byPool = new Map((workers || []).map((w) => [w.pool, w]));
-  const box = $('queues');
-  box.replaceChildren();
-  for (const q of queues) {
-    const w = byPool.get(q.pool) || {};
-    const stat = (label, value, cls) => el('div', { class: `stat ${cls || ''}` },
-      el('dt', null, label), el('dd', null, value));
-    const downBackends = w.backends !== undefined && w.backends_up < w.backends;
-    box.append(el('article', { class: 'queue', 'data-pool': q.pool },
-      el('h3', null, q.pool),
-      el('dl', { class: 'stats' },
-        stat('queued', String(q.depth)),
-        stat('running', String(q.running)),
-        stat('oldest queued', formatDuration(q.oldest_queued_age_s),
-          q.oldest_queued_age_s > 60 ? 'warn' : ''),
-        stat('done last min', String(q.completed_last_minute)),
-        stat('workers busy', w.workers !== undefined ? `${w.busy} / ${w.workers}` : '–'),
-        stat('backends up', w.backends !== undefined ? `${w.backends_up} / ${w.backends}` : '–',
-          downBackends ? 'bad' : '')),
-      el('figure', { class: 'spark-box' },
-        sparkline(q.throughput_per_minute),
-        el('figcaption', { class: 'muted' }, 'done per minute, last 15 min'))));
-    if (!knownPools.has(q.pool)) {
-      knownPools.add(q.pool);
-      $('filter-type').append(el('option', { value: q.pool }, q.pool));
-    }
-  }
-  if (!queues.length) box.append(el('p', { class: 'muted' }, 'No pools.'));
-}
-
-// A table cell that turns into a labelled line on a phone (see style.css).
-function cell(label, ...children) {
-  return el('td', { 'data-label': label }, el('div', { class: 'cell' }, ...children));
-}
-
-function renderBackends(backends) {
-  const body = $('backends');
-  body.replaceChildren();
-  for (const b of backends) {
-    const out = b.state === 'down' || b.state === 'ejected';
-    const lat = b.latency_ms || {};
-    const latText = b.successes || lat.mean ? `${Math.round(lat.mean)} / ${Math.round(lat.p95)} ms` : '–';
-    const slots = el('span', { class: 'slots' },
-      el('meter', { min: 0, max: b.slots || 1, value: b.slots_busy, 'aria-hidden': 'true' }),
-      ` ${b.slots_busy} / ${b.slots}`);
-    const failures = `${b.failures}` + (b.client_errors ? ` (+${b.client_errors} 4xx)` : '') +
-      (b.ejections ? `, ${b.ejections} ejection${b.ejections === 1 ? '' : 's'}` : '');
-    body.append(el('tr', {
-      class: out ? 'backend-out' : (b.state === 'busy' ? 'backend-busy' : ''),
-      'data-url': b.url, 'data-state': b.state, 'data-pool': b.pool,
-    },
-    cell('Backend',
-      el('span', { class: 'pool-tag' }, b.pool), ' ', el('span', { class: 'url', title: b.url }, hostOf(b.url))),
-    cell('State',
-      el('span', { class: `badge state-${b.state}` }, out ? b.state.toUpperCase() : b.state),
-      el('span', { class: 'since muted', title: b.since }, ` for ${formatDuration((serverNow() - Date.parse(b.since)) / 1000)}`)),
-    cell('Slots', slots),
-    cell('Latency', latText),
-    cell('OK / failed', `${b.successes} / ${failures}`),
-    cell('Last error',
-      b.last_error ? el('span', { title: b.last_error }, b.last_error) : '–',
-      b.last_error_at ? el('span', { class: 'muted' }, ` (${ago(b.last_error_at)})`) : null)));
-  }
-  if (!backends.length) {
-    body.append(el('tr', null, el('td', { colspan: 6, class: 'muted' }, 'No backends.')));
-  }
-}
-
-let statsInFlight = false;
-let lastStatsAt = 0;  // when the last poll started
-let nextStatsAt = 0;  // when the next is due
-
-// Task events change the counters: fetch them soon rather than at the next tick, but at
-// most once a second however many events arrive.
-function nudgeStats() {
-  if (statsInFlight || !statsTimer) return;
-  const soon = Math.max(Date.now() + 300, lastStatsAt + 1000);
-  if (soon >= nextStatsAt) return;
-  clearTimeout(statsTimer);
-  nextStatsAt = soon;
-  statsTimer = setTimeout(pollStats, soon - Date.now());
-}
-
-async function pollStats() {
-  clearTimeout(statsTimer);
-  statsTimer = null;
-  if (document.hidden || statsInFlight) return;  // resumed on visibilitychange
-  statsInFlight = true;
-  lastStatsAt = Date.now();
-  let next = STATS_EVERY_MS;
-  try {
-    const [stats, queues, workers, backends] = await Promise.all([
-      apiJson('/api/v1/stats'), apiJson('/api/v1/stats/queues'),
-      apiJson('/api/v1/stats/workers'), apiJson('/api/v1/backends'),
-    ]);
-    renderStats(stats);
-    renderQueues(queues.queues || [], workers.workers || []);
-    renderBackends(backends.backends || []);
-    if (!streamStarted) startStream(stats.last_event_id);
-  } catch (err) {
-    if (err instanceof AuthDismissed) {
-      statsInFlight = false;
-      return;
-    }
-    next = STATS_BACKOFF_MS;
-    if (!streamLive) setConn('down', 'server unreachable');
-  }
-  statsInFlight = false;
-  if (!document.hidden && !statsTimer) {
-    nextStatsAt = Date.now() + next;
-    statsTimer = setTimeout(pollStats, next);
-  }
-}
+import { setFeedHandlers, startStream, streamStarted } from './feed.js';
+import { clockCell, hostOf, promptOf, shortId, statusBadge, timeCell } from './format.js';
+import { countEvent, pollStats, wireStats } from './stats.js';
 
 // ---------------------------------------------------------------------------------------
 // The task table.
@@ -341,20 +158,11 @@ function upsertTask(t) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Live events.
-
-let lastEventId = null;
-let streamStarted = false;
-let streamLive = false;
+// What a live event changes (feed.js calls these).
 
 function applyEvent(ev) {
   if (!ev || !ev.task_id) return;
-  if (ev.previous_status && totals[ev.previous_status] !== undefined) totals[ev.previous_status]--;
-  if (ev.status && totals[ev.status] !== undefined && ev.previous_status !== ev.status) {
-    if (ev.previous_status || ev.status === 'QUEUED') totals[ev.status]++;
-  }
-  renderTotals();
-  nudgeStats();
+  countEvent(ev);
 
   const t = view.byId.get(ev.task_id);
   if (t) {
@@ -379,117 +187,6 @@ function onReset() {
   if (!onFirstPage()) loadPage();
   if (selectedId) scheduleDetail();
   pollStats();
-}
-
-// Reads one SSE stream to its end (or until it is idle too long); stream.gotData tells
-// whether it received anything.
-async function readStream(res, controller) {
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
-  let buf = '';
-  let data = [];
-  let eventName = '';
-  let eventId = null;
-  let idle = null;
-  const arm = () => {
-    clearTimeout(idle);
-    idle = setTimeout(() => controller.abort(), STREAM_IDLE_MS);
-  };
-  arm();
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      stream.gotData = true;
-      arm();
-      buf += decoder.decode(value, { stream: true });
-      let nl;
-      while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
-        // A lone \r at the end of the buffer may be half of \r\n: wait for more.
-        if (buf[nl] === '\r' && nl === buf.length - 1) break;
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
-        if (line === '') {
-          if (eventId !== null) lastEventId = eventId;
-          if (data.length) dispatch(eventName || 'message', data.join('\n'));
-          data = [];
-          eventName = '';
-          eventId = null;
-          continue;
-        }
-        if (line[0] === ':') continue;  // comment: keep-alive
-        const colon = line.indexOf(':');
-        const field = colon < 0 ? line : line.slice(0, colon);
-        let value = colon < 0 ? '' : line.slice(colon + 1);
-        if (value[0] === ' ') value = value.slice(1);
-        if (field === 'data') data.push(value);
-        else if (field === 'event') eventName = value;
-        else if (field === 'id' && !value.includes('\0')) eventId = value;
-        else if (field === 'retry' && /^\d+$/.test(value)) stream.retryMs = Number(value);
-      }
-    }
-  } finally {
-    clearTimeout(idle);
-  }
-}
-
-function dispatch(name, data) {
-  if (name === 'reset') return onReset();
-  if (name !== 'message') return;
-  let ev;
-  try {
-    ev = JSON.parse(data);
-  } catch {
-    return;
-  }
-  applyEvent(ev);
-}
-
-const stream = { retryMs: 2000, failures: 0, timer: null, gotData: false, connectedBefore: false };
-
-function startStream(afterId) {
-  streamStarted = true;
-  if (lastEventId === null && afterId !== undefined && afterId !== null) lastEventId = String(afterId);
-  connectStream();
-}
-
-async function connectStream() {
-  stream.timer = null;
-  const controller = new AbortController();
-  const headers = {};
-  let path = '/api/v1/events';
-  if (lastEventId !== null) {
-    headers['Last-Event-ID'] = lastEventId;
-    path += `?after=${encodeURIComponent(lastEventId)}`;
-  }
-  stream.gotData = false;
-  try {
-    const res = await api(path, { headers, signal: controller.signal });
-    if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
-    streamLive = true;
-    setConn('live', 'live');
-    // After a break, refetch what is shown: a server that restarted numbers its events
-    // afresh and cannot replay what happened while the page was away.
-    if (stream.connectedBefore) onReset();
-    stream.connectedBefore = true;
-    await readStream(res, controller);
-  } catch (err) {
-    if (err instanceof AuthDismissed) {
-      streamStarted = false;
-      streamLive = false;
-      return;
-    }
-  }
-  streamLive = false;
-  // Backoff: the server's retry: value, doubling while connections fail, with jitter.
-  const got = stream.gotData;
-  stream.failures = got ? 0 : stream.failures + 1;
-  const delay = got ? stream.retryMs : Math.min(STREAM_MAX_DELAY_MS,
-    stream.retryMs * 2 ** Math.min(stream.failures - 1, 5)) * (0.75 + Math.random() / 2);
-  setConn('reconnecting', `reconnecting in ${Math.max(1, Math.round(delay / 1000))} s`);
-  stream.timer = setTimeout(connectStream, delay);
-  // Changes made while the stream was down are replayed from lastEventId (or announced
-  // by a reset event when the server no longer has them).
 }
 
 // ---------------------------------------------------------------------------------------
@@ -761,13 +458,11 @@ function init() {
     // Anything that stopped for want of a token starts again with it.
     loadPage();
     pollStats();
-    if (!streamStarted) startStream(lastEventId);
+    if (!streamStarted()) startStream();  // from the last event seen, if any
     if (selectedId) loadDetail(selectedId);
   });
-  document.addEventListener('visibilitychange', () => {
-    if (!document.hidden && !statsTimer) pollStats();
-  });
-  setInterval(renderUptime, 1000);
+  wireStats();
+  setFeedHandlers(applyEvent, onReset);
 
   // The stats first: they give the event id to stream from, so the list fetched after it
   // misses nothing (a change in between is both in the list and replayed, applied twice
