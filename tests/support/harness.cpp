@@ -143,8 +143,15 @@ std::string Process::wait_listening(std::chrono::milliseconds timeout) {
   return "";
 }
 
-static int port_of(const std::string& url) {
-  return std::stoi(url.substr(url.rfind(':') + 1));
+int port_of(const std::string& url) { return std::stoi(url.substr(url.rfind(':') + 1)); }
+
+int64_t rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return -1;
 }
 
 MockBackend::MockBackend(const TempDir& dir, std::vector<std::string> extra_args, int port) {

@@ -116,6 +116,12 @@ bool eventually(const std::function<bool()>& check,
 
 std::string taskserver_bin();
 
+// The port of "http://host:port".
+int port_of(const std::string& url);
+
+// The resident set size of process `pid` in KiB, from /proc; -1 when it cannot be read.
+int64_t rss_kb(pid_t pid);
+
 // An HTTP client for "http://host:port" built from host and port: httplib's URL constructor
 // matches a static std::regex inside the uninstrumented library, a false race under TSan.
 httplib::Client http_client(const std::string& url);
