@@ -2,6 +2,8 @@
 
 #include <regex>
 
+#include "core/task_fields.h"
+
 namespace ts {
 namespace {
 
@@ -18,40 +20,128 @@ json error_response(const std::string& description) {
   return json_response(description, "Error");
 }
 
+json nullable(json schema, bool is_nullable) {
+  if (!is_nullable) return schema;
+  schema["type"] = json::array({schema["type"], "null"});
+  return schema;
+}
+
+json states_enum() {
+  json names = json::array();
+  for (TaskState s : kTaskStates) names.push_back(std::string(to_string(s)));
+  return names;
+}
+
+// The schema of one field's value, from the field table.
+json field_schema(const TaskField& f) {
+  json s;
+  switch (f.type) {
+    case FieldType::kText: s = {{"type", "string"}}; break;
+    case FieldType::kInteger: s = {{"type", "integer"}}; break;
+    case FieldType::kTime: s = {{"type", "string"}, {"format", "date-time"}}; break;
+    case FieldType::kState: s = {{"type", "string"}, {"enum", states_enum()}}; break;
+    case FieldType::kJson: s = {{"type", "object"}}; break;
+    case FieldType::kWebhookState:
+      s = {{"type", "string"}, {"enum", {"pending", "delivered", "failed"}}};
+      break;
+  }
+  if (!f.doc.empty()) s["description"] = std::string(f.doc);
+  return s;
+}
+
+// What a client may submit: the input fields of the table, with their bounds.
+json task_input_schema() {
+  json props = json::object();
+  json required = json::array();
+  for (const TaskField& f : task_fields()) {
+    if (!f.input) continue;
+    json s = field_schema(f);
+    if (f.type == FieldType::kInteger) {
+      s["minimum"] = f.min;
+      s["maximum"] = f.max;
+    } else if (f.type == FieldType::kText && f.max > 0) {
+      s["minLength"] = f.min;
+      s["maxLength"] = f.max;
+    }
+    if (f.name == "priority") {
+      json words = {{"type", "string"}, {"enum", {"low", "normal", "high"}}};
+      s = {{"oneOf", json::array({s, words})}, {"description", std::string(f.doc)}};
+    } else if (f.name == "webhook_url") {
+      s["format"] = "uri";
+    }
+    props[std::string(f.name)] = s;
+    if (f.required) required.push_back(std::string(f.name));
+  }
+  return {{"type", "object"}, {"required", required}, {"properties", props},
+          {"additionalProperties", false}};
+}
+
+// A task as the API sends it: every shown field of the table, its groups, and what a live
+// server adds.
+json task_schema() {
+  json props = json::object();
+  json required = json::array();
+  for (const FieldGroup& g : task_field_groups()) {
+    json gp = json::object();
+    for (const TaskField& f : task_fields()) {
+      if (f.shown == Shown::kGrouped && f.group == g.name) gp[std::string(f.name)] = field_schema(f);
+    }
+    json obj = {{"type", "object"}, {"properties", gp}, {"description", std::string(g.doc)}};
+    props[std::string(g.name)] = nullable(obj, g.null_when_unset);
+    if (g.null_when_unset) required.push_back(std::string(g.name));
+  }
+  for (const TaskField& f : task_fields()) {
+    if (f.shown != Shown::kAlways && f.shown != Shown::kWhenQueued) continue;
+    props[std::string(f.name)] =
+        nullable(field_schema(f), is_optional(f) || f.shown == Shown::kWhenQueued);
+    required.push_back(std::string(f.name));
+  }
+  json time = {{"type", "string"}, {"format", "date-time"}};
+  props["result_url"] = {{"type", json::array({"string", "null"})},
+                         {"description", "Where the result is fetched once DONE"}};
+  required.push_back("result_url");
+  props["queue_position"] = {{"type", "integer"},
+                             {"description", "While QUEUED: tasks that run before this one"}};
+  props["estimated_start"] = nullable(time, true);
+  props["estimated_start"]["description"] = "While QUEUED: when it may start";
+  props["created"] = {{"type", "boolean"},
+                      {"description", "In a batch's answer: false for an idempotent repeat"}};
+  props["attempts"] = {
+      {"type", "array"},
+      {"description", "Every attempt on a backend (single-task reads)"},
+      {"items",
+       {{"type", "object"},
+        {"required", {"number", "backend", "outcome", "error", "started_at", "duration_ms"}},
+        {"properties",
+         {{"number", {{"type", "integer"}}},
+          {"backend", {{"type", "string"}}},
+          {"outcome",
+           {{"type", "string"},
+            {"enum", {"done", "failed", "retry", "busy", "canceled", "interrupted"}}}},
+          {"error", {{"type", json::array({"string", "null"})}}},
+          {"started_at", time},
+          {"duration_ms", {{"type", "integer"}}}}}}}};
+  props["webhook"] = {
+      {"type", "object"},
+      {"description", "The webhook and its deliveries (single-task reads of a task with one)"},
+      {"properties",
+       {{"url", {{"type", "string"}}},
+        {"state",
+         {{"type", json::array({"string", "null"})},
+          {"enum", {"pending", "delivered", "failed", nullptr}}}},
+        {"deliveries",
+         {{"type", "array"},
+          {"items",
+           {{"type", "object"},
+            {"properties",
+             {{"number", {{"type", "integer"}}},
+              {"at", time},
+              {"status_code", {{"type", json::array({"integer", "null"})}}},
+              {"error", {{"type", json::array({"string", "null"})}}}}}}}}}}}};
+  return {{"type", "object"}, {"required", required}, {"properties", props}};
+}
+
 json schemas() {
-  json task_input = {
-      {"type", "object"},
-      {"required", {"type"}},
-      {"properties",
-       {{"type", {{"type", "string"}, {"description", "The pool: image, transcribe, or one from the config file"}}},
-        {"payload", {{"type", "object"}, {"description", "Forwarded to the backend as the request body"}}},
-        {"priority", {{"oneOf", json::array({{{"type", "integer"}, {"minimum", 0}, {"maximum", 9}},
-                                             {{"type", "string"}, {"enum", {"low", "normal", "high"}}}})}}},
-        {"max_attempts", {{"type", "integer"}, {"minimum", 1}, {"maximum", 100}}},
-        {"timeout_s", {{"type", "integer"}, {"minimum", 1}, {"maximum", 86400}}},
-        {"idempotency_key", {{"type", "string"}, {"maxLength", 255}}},
-        {"webhook_url", {{"type", "string"}, {"format", "uri"}}}}}};
-  json nullable_time = {{"type", json::array({"string", "null"})}, {"format", "date-time"}};
-  json task = {
-      {"type", "object"},
-      {"properties",
-       {{"task_id", {{"type", "string"}}},
-        {"type", {{"type", "string"}}},
-        {"status", {{"type", "string"}, {"enum", {"QUEUED", "RUNNING", "DONE", "FAILED", "CANCELED"}}}},
-        {"priority", {{"type", "integer"}}},
-        {"attempt", {{"type", "integer"}}},
-        {"max_attempts", {{"type", "integer"}}},
-        {"created_at", {{"type", "string"}, {"format", "date-time"}}},
-        {"started_at", nullable_time},
-        {"finished_at", nullable_time},
-        {"next_attempt_at", nullable_time},
-        {"backend", {{"type", json::array({"string", "null"})}}},
-        {"error", {{"type", json::array({"string", "null"})}}},
-        {"result_url", {{"type", json::array({"string", "null"})}}},
-        {"queue_position", {{"type", "integer"}}},
-        {"estimated_start", nullable_time},
-        {"payload", {{"type", "object"}}},
-        {"attempts", {{"type", "array"}, {"items", {{"type", "object"}}}}}}}};
   json error = {{"type", "object"},
                 {"required", {"error"}},
                 {"properties",
@@ -62,7 +152,7 @@ json schemas() {
                      {{"code", {{"type", "string"}}},
                       {"message", {{"type", "string"}}},
                       {"field", {{"type", "string"}}}}}}}}}};
-  return {{"TaskInput", task_input}, {"Task", task}, {"Error", error}};
+  return {{"TaskInput", task_input_schema()}, {"Task", task_schema()}, {"Error", error}};
 }
 
 json operation(const std::string& method, const RouteDoc& doc) {

@@ -3,8 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cassert>
 
 #include "core/task.h"
+#include "core/task_fields.h"
 #include "core/url.h"
 
 namespace ts {
@@ -67,40 +69,52 @@ StatusOr<int> bounded_int(const json& v, const std::string& field, int lo, int h
   return out_of_bounds();
 }
 
+StatusOr<int> bounded_field(const json& v, std::string_view name);
+
 StatusOr<int> parse_priority(const json& v) {
   if (v.is_string()) {
     if (auto p = priority_from_word(v.get<std::string>())) return *p;
     return Status::Invalid("priority",
                            "priority must be an integer 0-9 or one of low, normal, high");
   }
-  return bounded_int(v, "priority", kMinPriority, kMaxPriority);
+  return bounded_field(v, "priority");
 }
 
-constexpr const char* kOptionFields[] = {"priority", "max_attempts", "timeout_s",
-                                         "idempotency_key", "webhook_url"};
+// The bounds of an input field, from the field table.
+const TaskField& input_field(std::string_view name) {
+  const TaskField* f = find_input_field(name);
+  assert(f != nullptr);
+  return *f;
+}
 
-// Reads the task options common to both shapes out of `j`.
+StatusOr<int> bounded_field(const json& v, std::string_view name) {
+  const TaskField& f = input_field(name);
+  return bounded_int(v, std::string(name), static_cast<int>(f.min), static_cast<int>(f.max));
+}
+
+// Reads the task options common to both shapes out of `j`: every input of the field table
+// but type and payload, which each shape places itself.
 Status read_options(const json& j, NewTask& t) {
   auto field = [&](const char* name) -> const json* {
     auto it = j.find(name);
-    return it == j.end() ? nullptr : &*it;
+    return it == j.end() || it->is_null() ? nullptr : &*it;
   };
-  if (const json* v = field("priority"); v && !v->is_null()) {
+  if (const json* v = field("priority")) {
     auto p = parse_priority(*v);
     if (!p.ok()) return p.status();
     t.priority = *p;
   }
-  if (const json* v = field("max_attempts"); v && !v->is_null()) {
-    auto n = bounded_int(*v, "max_attempts", kMinMaxAttempts, kMaxMaxAttempts);
+  if (const json* v = field("max_attempts")) {
+    auto n = bounded_field(*v, "max_attempts");
     if (!n.ok()) return n.status();
     t.max_attempts = *n;
   }
-  if (const json* v = field("timeout_s"); v && !v->is_null()) {
-    auto n = bounded_int(*v, "timeout_s", kMinTimeoutS, kMaxTimeoutS);
+  if (const json* v = field("timeout_s")) {
+    auto n = bounded_field(*v, "timeout_s");
     if (!n.ok()) return n.status();
     t.timeout_s = *n;
   }
-  if (const json* v = field("idempotency_key"); v && !v->is_null()) {
+  if (const json* v = field("idempotency_key")) {
     if (!v->is_string()) {
       return Status::Invalid("idempotency_key", "idempotency_key must be a string");
     }
@@ -108,7 +122,7 @@ Status read_options(const json& j, NewTask& t) {
     if (!st.ok()) return st;
     t.idempotency_key = v->get<std::string>();
   }
-  if (const json* v = field("webhook_url"); v && !v->is_null()) {
+  if (const json* v = field("webhook_url")) {
     if (!v->is_string()) return Status::Invalid("webhook_url", "webhook_url must be a string");
     Status st = check_webhook_url(v->get<std::string>());
     if (!st.ok()) return st;
@@ -129,7 +143,10 @@ Status check_image_payload(const json& payload, const std::string& field) {
 }  // namespace
 
 bool is_valid_type_name(std::string_view type) {
-  if (type.empty() || type.size() > kMaxTypeLength) return false;
+  const TaskField& f = input_field("type");
+  if (type.size() < static_cast<size_t>(f.min) || type.size() > static_cast<size_t>(f.max)) {
+    return false;
+  }
   for (char c : type) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
     if (!ok) return false;
@@ -138,9 +155,10 @@ bool is_valid_type_name(std::string_view type) {
 }
 
 Status check_idempotency_key(const std::string& key, const std::string& field) {
-  if (key.empty() || key.size() > kMaxIdempotencyKeyBytes) {
-    return Status::Invalid(field, field + " must be 1 to " +
-                                      std::to_string(kMaxIdempotencyKeyBytes) + " bytes");
+  const TaskField& f = input_field("idempotency_key");
+  if (key.size() < static_cast<size_t>(f.min) || key.size() > static_cast<size_t>(f.max)) {
+    return Status::Invalid(field, field + " must be " + std::to_string(f.min) + " to " +
+                                      std::to_string(f.max) + " bytes");
   }
   for (unsigned char c : key) {
     if (c < 0x20 || c == 0x7f) {
@@ -151,7 +169,7 @@ Status check_idempotency_key(const std::string& key, const std::string& field) {
 }
 
 Status check_webhook_url(const std::string& url) {
-  if (url.size() > kMaxWebhookUrlBytes || !parse_url(url)) {
+  if (url.size() > static_cast<size_t>(input_field("webhook_url").max) || !parse_url(url)) {
     return Status::Invalid("webhook_url",
                            "webhook_url must be an absolute http:// or https:// URL");
   }
@@ -196,11 +214,7 @@ StatusOr<NewTask> task_from_json(const json& j) {
   Status st = read_options(j, t);
   if (!st.ok()) return st;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    static const char* kKnown[] = {"type",      "payload",         "priority", "max_attempts",
-                                   "timeout_s", "idempotency_key", "webhook_url"};
-    bool known = false;
-    for (const char* k : kKnown) known = known || it.key() == k;
-    if (!known) {
+    if (!find_input_field(it.key())) {
       // A 422 names its field; a key that is the empty string has no name to give.
       return Status::Invalid(it.key().empty() ? "body" : it.key(),
                              "unknown field \"" + it.key() +
@@ -253,7 +267,10 @@ StatusOr<NewTask> parse_image_request(std::string_view body) {
   if (!st.ok()) return st;
   st = read_options(j, t);
   if (!st.ok()) return st;
-  for (const char* k : kOptionFields) j.erase(k);
+  // The task options are taken out; what is left is the payload.
+  for (const TaskField& f : task_fields()) {
+    if (f.input && f.name != "type" && f.name != "payload") j.erase(std::string(f.name));
+  }
   t.payload = j.dump();
   return t;
 }
