@@ -19,10 +19,24 @@ int main(int argc, char** argv) {
     return 2;
   }
   switch (parsed.command) {
-    case ts::Command::kServe: return ts::serve(parsed.serve, false);
-    case ts::Command::kDemo: return ts::serve(parsed.serve, true);
-    case ts::Command::kMigrate: return ts::migrate(parsed.serve);
-    case ts::Command::kMockBackend: return ts::mock_backend(parsed.mock);
-    default: return ts::run_client(parsed.command, parsed.client);
+    case ts::Command::kServe:
+      return ts::serve(parsed.serve, false);
+    case ts::Command::kDemo:
+      return ts::serve(parsed.serve, true);
+    case ts::Command::kMigrate:
+      return ts::migrate(parsed.serve);
+    case ts::Command::kMockBackend:
+      return ts::mock_backend(parsed.mock);
+    case ts::Command::kSubmit:
+      return ts::run_client(ts::ClientVerb::kSubmit, parsed.client);
+    case ts::Command::kStatus:
+      return ts::run_client(ts::ClientVerb::kStatus, parsed.client);
+    case ts::Command::kWait:
+      return ts::run_client(ts::ClientVerb::kWait, parsed.client);
+    case ts::Command::kCancel:
+      return ts::run_client(ts::ClientVerb::kCancel, parsed.client);
+    case ts::Command::kList:
+      return ts::run_client(ts::ClientVerb::kList, parsed.client);
   }
+  return 2;
 }

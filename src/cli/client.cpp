@@ -23,7 +23,7 @@ struct Http {
   httplib::Headers headers;
 };
 
-std::optional<Http> connect(const ClientConfig& c) {
+std::optional<Http> connect(const ClientOptions& c) {
   auto url = parse_url(c.server);
   if (!url) {
     std::cerr << "taskserver: --server must be an http(s) URL, not " << c.server << "\n";
@@ -71,8 +71,8 @@ void print_task(const json& t, bool as_json) {
     std::cout << t.dump(2) << "\n";
     return;
   }
-  std::cout << t.value("task_id", "") << "  " << t.value("status", "") << "  type="
-            << t.value("type", "") << "  attempt=" << t.value("attempt", 0) << "/"
+  std::cout << t.value("task_id", "") << "  " << t.value("status", "")
+            << "  type=" << t.value("type", "") << "  attempt=" << t.value("attempt", 0) << "/"
             << t.value("max_attempts", 0);
   if (t.contains("queue_position") && !t["queue_position"].is_null()) {
     std::cout << "  position=" << t["queue_position"].get<int64_t>();
@@ -89,15 +89,15 @@ void print_task(const json& t, bool as_json) {
   std::cout << "\n";
 }
 
-int wait_for(Http& h, const ClientConfig& c, const std::string& id) {
+int wait_for(Http& h, const ClientOptions& c, const std::string& id) {
   auto start = std::chrono::steady_clock::now();
   bool tty = isatty(STDERR_FILENO) && !c.quiet;
   for (;;) {
     int left = 30;
     if (c.timeout_s > 0) {
-      int elapsed = static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(
-                                         std::chrono::steady_clock::now() - start)
-                                         .count());
+      int elapsed = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - start)
+              .count());
       left = std::min(30, c.timeout_s - elapsed);
       if (left <= 0) {
         if (tty) std::cerr << "\n";
@@ -105,8 +105,8 @@ int wait_for(Http& h, const ClientConfig& c, const std::string& id) {
         return kExitTimeout;
       }
     }
-    auto res = h.cli->Get((h.prefix + "/api/v1/tasks/" + id + "?wait=" + std::to_string(left)).c_str(),
-                          h.headers);
+    auto res = h.cli->Get(
+        (h.prefix + "/api/v1/tasks/" + id + "?wait=" + std::to_string(left)).c_str(), h.headers);
     if (!res || res->status != 200) {
       if (tty) std::cerr << "\n";
       return report(res, "wait " + id);
@@ -130,15 +130,18 @@ int wait_for(Http& h, const ClientConfig& c, const std::string& id) {
     }
     if (is_final(status)) {
       if (tty) std::cerr << "\n";
-      if (c.json) std::cout << t.dump(2) << "\n";
-      else if (status == "DONE") std::cout << t.value("result_url", "") << "\n";
-      else if (t["error"].is_string()) std::cerr << "error: " << t["error"].get<std::string>() << "\n";
+      if (c.json)
+        std::cout << t.dump(2) << "\n";
+      else if (status == "DONE")
+        std::cout << t.value("result_url", "") << "\n";
+      else if (t["error"].is_string())
+        std::cerr << "error: " << t["error"].get<std::string>() << "\n";
       return exit_code_for(status);
     }
   }
 }
 
-int submit(Http& h, const ClientConfig& c) {
+int submit(Http& h, const ClientOptions& c) {
   json task = {{"type", c.type}};
   json payload = json::object();
   if (!c.payload.empty()) {
@@ -177,8 +180,10 @@ int submit(Http& h, const ClientConfig& c) {
   if (!res || (res->status != 202 && res->status != 200)) return report(res, "submit");
   json t = json::parse(res->body, nullptr, false);
   std::string id = t.value("task_id", "");
-  if (c.json && !c.wait) std::cout << t.dump(2) << "\n";
-  else std::cout << id << "\n";
+  if (c.json && !c.wait)
+    std::cout << t.dump(2) << "\n";
+  else
+    std::cout << id << "\n";
   std::cout.flush();
   if (!c.wait) return kExitDone;
   return wait_for(h, c, id);
@@ -186,19 +191,21 @@ int submit(Http& h, const ClientConfig& c) {
 
 }  // namespace
 
-int run_client(Command command, const ClientConfig& c) {
+int run_client(ClientVerb verb, const ClientOptions& c) {
   auto h = connect(c);
   if (!h) return kExitError;
-  switch (command) {
-    case Command::kSubmit: return submit(*h, c);
-    case Command::kWait: return wait_for(*h, c, c.task_id);
-    case Command::kStatus: {
+  switch (verb) {
+    case ClientVerb::kSubmit:
+      return submit(*h, c);
+    case ClientVerb::kWait:
+      return wait_for(*h, c, c.task_id);
+    case ClientVerb::kStatus: {
       auto res = h->cli->Get((h->prefix + "/api/v1/tasks/" + c.task_id).c_str(), h->headers);
       if (!res || res->status != 200) return report(res, "status " + c.task_id);
       print_task(json::parse(res->body, nullptr, false), c.json);
       return kExitDone;
     }
-    case Command::kCancel: {
+    case ClientVerb::kCancel: {
       auto res = h->cli->Delete((h->prefix + "/api/v1/tasks/" + c.task_id).c_str(), h->headers);
       if (res && res->status == 409) {
         report(res, "cancel " + c.task_id);
@@ -208,7 +215,7 @@ int run_client(Command command, const ClientConfig& c) {
       print_task(json::parse(res->body, nullptr, false), c.json);
       return kExitDone;
     }
-    case Command::kList: {
+    case ClientVerb::kList: {
       httplib::Params params = {{"limit", std::to_string(c.limit)}};
       if (!c.status.empty()) params.emplace("status", c.status);
       if (!c.list_type.empty()) params.emplace("type", c.list_type);
@@ -226,7 +233,8 @@ int run_client(Command command, const ClientConfig& c) {
       }
       return kExitDone;
     }
-    default: return kExitError;
+    default:
+      return kExitError;
   }
 }
 

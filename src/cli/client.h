@@ -4,9 +4,10 @@
 //   0 DONE (or the command did what it was asked), 1 FAILED, 2 CANCELED,
 //   3 still not final when --timeout ran out, 4 an error (unreachable server, unknown id,
 //   rejected request), 5 cancel of a task that was already final.
-// Not thread-safe; run from main.
+// Not thread-safe; run from main. The cli module knows nothing of config: config fills its
+// ClientOptions.
 
-#include "config/config.h"
+#include <string>
 
 namespace ts {
 
@@ -17,6 +18,29 @@ inline constexpr int kExitTimeout = 3;
 inline constexpr int kExitError = 4;
 inline constexpr int kExitAlreadyFinal = 5;
 
-int run_client(Command command, const ClientConfig& config);
+enum class ClientVerb { kSubmit, kStatus, kWait, kCancel, kList };
+
+// What the verbs take from the command line (config.cpp fills it).
+struct ClientOptions {
+  std::string server = "http://127.0.0.1:8080";
+  std::string token;
+  std::string type = "image";
+  std::string prompt;
+  std::string payload;  // JSON object text
+  std::string priority;
+  std::string idempotency_key;
+  std::string webhook_url;
+  std::string file;
+  std::string task_id;
+  std::string status;
+  std::string list_type;
+  int limit = 20;
+  int timeout_s = 0;  // wait: 0 = forever
+  bool wait = false;  // submit --wait
+  bool quiet = false;
+  bool json = false;
+};
+
+int run_client(ClientVerb verb, const ClientOptions& options);
 
 }  // namespace ts

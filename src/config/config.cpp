@@ -22,7 +22,8 @@ struct Layered {
 
 std::string env_name_for(const std::string& key) {
   std::string e = "TASKSERVER_";
-  for (char c : key) e += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char c : key)
+    e += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return e;
 }
 
@@ -94,9 +95,10 @@ void read_pools(const std::vector<CLI::ConfigItem>& items, ServeConfig& cfg) {
     } else if (item.name == "retry_cap_ms") {
       p.retry_cap_ms = to_int(one, what);
     } else {
-      throw CLI::ValidationError(what, "unknown pool setting (known: urls, request_path, "
-                                       "health_path, slots, workers, timeout_s, max_attempts, "
-                                       "retry_base_ms, retry_cap_ms)");
+      throw CLI::ValidationError(what,
+                                 "unknown pool setting (known: urls, request_path, "
+                                 "health_path, slots, workers, timeout_s, max_attempts, "
+                                 "retry_base_ms, retry_cap_ms)");
     }
   }
   for (auto& [name, p] : pools) cfg.pools.push_back(std::move(p));
@@ -138,8 +140,9 @@ void merge_builtin_pools(ServeConfig& cfg) {
   }
 }
 
-void add_client_options(CLI::App* sub, ClientConfig& c) {
-  sub->add_option("--server", c.server, "taskserver URL")->envname("TASKSERVER_URL")
+void add_client_options(CLI::App* sub, ClientOptions& c) {
+  sub->add_option("--server", c.server, "taskserver URL")
+      ->envname("TASKSERVER_URL")
       ->capture_default_str();
   sub->add_option("--token", c.token, "API token")->envname("TASKSERVER_TOKEN");
   sub->add_flag("--json", c.json, "Print the server's JSON");
@@ -152,11 +155,24 @@ std::optional<int64_t> parse_duration_s(const std::string& text) {
   int64_t unit = 1;
   std::string digits = text;
   switch (text.back()) {
-    case 's': unit = 1; digits.pop_back(); break;
-    case 'm': unit = 60; digits.pop_back(); break;
-    case 'h': unit = 3600; digits.pop_back(); break;
-    case 'd': unit = 86400; digits.pop_back(); break;
-    default: break;
+    case 's':
+      unit = 1;
+      digits.pop_back();
+      break;
+    case 'm':
+      unit = 60;
+      digits.pop_back();
+      break;
+    case 'h':
+      unit = 3600;
+      digits.pop_back();
+      break;
+    case 'd':
+      unit = 86400;
+      digits.pop_back();
+      break;
+    default:
+      break;
   }
   if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return std::nullopt;
   int64_t n = std::stoll(digits);
@@ -189,8 +205,9 @@ std::vector<std::string> urls_from_env(const std::string& prefix) {
 Parsed parse_command_line(int argc, char** argv) {
   Parsed out;
   ServeConfig& s = out.serve;
-  CLI::App app{"taskserver: an asynchronous task queue in front of AI inference backends.\n"
-               "With no subcommand it serves (taskserver serve)."};
+  CLI::App app{
+      "taskserver: an asynchronous task queue in front of AI inference backends.\n"
+      "With no subcommand it serves (taskserver serve)."};
   app.set_version_flag("--version", TASKSERVER_VERSION);
   // A flag given twice takes its last value, so wrappers can append overrides.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -200,36 +217,56 @@ Parsed parse_command_line(int argc, char** argv) {
       ->envname("TASKSERVER_CONFIG");
   add_layered(&app, layered, "listen", s.listen, "Address to serve HTTP on (host:port)");
   add_layered(&app, layered, "data-dir", s.data_dir, "Folder of the SQLite store and result files");
-  add_layered(&app, layered, "sync", s.sync, "full: durable on power loss; normal: durable on process crash");
+  add_layered(&app, layered, "sync", s.sync,
+              "full: durable on power loss; normal: durable on process crash");
   add_layered(&app, layered, "queue-capacity", s.queue_capacity, "Tasks per pool held in memory");
-  add_layered(&app, layered, "max-queued", s.max_queued, "Queued tasks per pool before submits get 429");
-  add_layered(&app, layered, "shutdown-grace", s.shutdown_grace_s, "Seconds running attempts may finish after SIGTERM");
-  add_layered(&app, layered, "http-threads", s.http_threads, "HTTP serving threads (an SSE stream holds one while it lasts; a ?wait= long-poll or an idle keep-alive connection holds none)");
-  add_layered(&app, layered, "max-streams", s.max_streams, "SSE streams open at once, 503 beyond (0: three quarters of --http-threads)");
-  add_layered(&app, layered, "retain-final", s.retain_final, "Delete final tasks and their results this long after they finished: 7d, 12h, 30m, 45s (0: keep them)");
+  add_layered(&app, layered, "max-queued", s.max_queued,
+              "Queued tasks per pool before submits get 429");
+  add_layered(&app, layered, "shutdown-grace", s.shutdown_grace_s,
+              "Seconds running attempts may finish after SIGTERM");
+  add_layered(&app, layered, "http-threads", s.http_threads,
+              "HTTP serving threads (an SSE stream holds one while it lasts; a ?wait= long-poll or "
+              "an idle keep-alive connection holds none)");
+  add_layered(&app, layered, "max-streams", s.max_streams,
+              "SSE streams open at once, 503 beyond (0: three quarters of --http-threads)");
+  add_layered(&app, layered, "retain-final", s.retain_final,
+              "Delete final tasks and their results this long after they finished: 7d, 12h, 30m, "
+              "45s (0: keep them)");
   add_layered(&app, layered, "max-body", s.max_body, "Largest JSON body in bytes (413 beyond)");
   add_layered(&app, layered, "max-upload", s.max_upload, "Largest multipart upload in bytes");
-  add_layered(&app, layered, "max-result", s.max_result, "Largest backend answer kept as a result, in bytes");
-  add_layered(&app, layered, "api-token", s.api_tokens, "Require Authorization: Bearer <token> on /api/ (repeatable)");
+  add_layered(&app, layered, "max-result", s.max_result,
+              "Largest backend answer kept as a result, in bytes");
+  add_layered(&app, layered, "api-token", s.api_tokens,
+              "Require Authorization: Bearer <token> on /api/ (repeatable)");
   layered.back().option->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  add_layered(&app, layered, "api-token-file", s.api_token_file, "File of API tokens, one per line");
-  add_layered(&app, layered, "webhook-secret", s.webhook_secret, "HMAC-SHA256 key for X-Taskserver-Signature");
+  add_layered(&app, layered, "api-token-file", s.api_token_file,
+              "File of API tokens, one per line");
+  add_layered(&app, layered, "webhook-secret", s.webhook_secret,
+              "HMAC-SHA256 key for X-Taskserver-Signature");
   add_layered(&app, layered, "log-format", s.log_format, "text or json");
   add_layered(&app, layered, "log-level", s.log_level, "trace, debug, info, warn, error");
-  add_layered(&app, layered, "health-interval", s.health_interval_ms, "Milliseconds between health probes");
-  add_layered(&app, layered, "health-timeout", s.health_timeout_ms, "Milliseconds a health probe may take");
+  add_layered(&app, layered, "health-interval", s.health_interval_ms,
+              "Milliseconds between health probes");
+  add_layered(&app, layered, "health-timeout", s.health_timeout_ms,
+              "Milliseconds a health probe may take");
   add_layered(&app, layered, "fall", s.fall, "Failing probes in a row that mark a backend down");
   add_layered(&app, layered, "rise", s.rise, "Passing probes in a row that bring it back");
-  add_layered(&app, layered, "max-fails", s.max_fails, "Failed tasks in a row that eject a backend");
-  add_layered(&app, layered, "eject-base-ms", s.eject_base_ms, "First ejection time; doubles per ejection in a row");
+  add_layered(&app, layered, "max-fails", s.max_fails,
+              "Failed tasks in a row that eject a backend");
+  add_layered(&app, layered, "eject-base-ms", s.eject_base_ms,
+              "First ejection time; doubles per ejection in a row");
   add_layered(&app, layered, "eject-max-ms", s.eject_max_ms, "Longest ejection time");
   add_layered(&app, layered, "retry-base-ms", s.retry_base_ms, "First retry backoff");
   add_layered(&app, layered, "retry-cap-ms", s.retry_cap_ms, "Longest retry backoff");
-  add_layered(&app, layered, "timeout", s.default_timeout_s, "Seconds an attempt may take (pool default)");
-  add_layered(&app, layered, "max-timeout", s.max_timeout_s, "Largest timeout_s a task may ask for");
+  add_layered(&app, layered, "timeout", s.default_timeout_s,
+              "Seconds an attempt may take (pool default)");
+  add_layered(&app, layered, "max-timeout", s.max_timeout_s,
+              "Largest timeout_s a task may ask for");
   add_layered(&app, layered, "max-attempts", s.max_attempts, "Attempts per task (default)");
-  add_layered(&app, layered, "sse-heartbeat", s.sse_heartbeat_s, "Seconds between SSE keep-alive comments");
-  add_layered(&app, layered, "read-timeout", s.read_timeout_s, "Seconds a client may take to send a request");
+  add_layered(&app, layered, "sse-heartbeat", s.sse_heartbeat_s,
+              "Seconds between SSE keep-alive comments");
+  add_layered(&app, layered, "read-timeout", s.read_timeout_s,
+              "Seconds a client may take to send a request");
 
   auto* serve = app.add_subcommand("serve", "Serve the API (the default)");
   serve->fallthrough();
@@ -255,7 +292,7 @@ Parsed parse_command_line(int argc, char** argv) {
   mock->add_option("--seed", m.seed, "Random seed for the fault rates");
   mock->add_option("--threads", m.threads, "Requests served at once")->capture_default_str();
 
-  ClientConfig& c = out.client;
+  ClientOptions& c = out.client;
   auto* submit = app.add_subcommand("submit", "Submit a task; prints its id");
   add_client_options(submit, c);
   submit->add_option("--type", c.type, "Pool")->capture_default_str();
@@ -271,7 +308,8 @@ Parsed parse_command_line(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "Show a task");
   add_client_options(status, c);
   status->add_option("task_id", c.task_id, "Task id")->required();
-  auto* wait = app.add_subcommand("wait", "Wait until a task is final; exit code says how it ended");
+  auto* wait =
+      app.add_subcommand("wait", "Wait until a task is final; exit code says how it ended");
   add_client_options(wait, c);
   wait->add_option("task_id", c.task_id, "Task id")->required();
   wait->add_option("--timeout", c.timeout_s, "Give up after this many seconds (0: never)");
@@ -318,12 +356,15 @@ Parsed parse_command_line(int argc, char** argv) {
     if (auto keep = parse_duration_s(s.retain_final)) {
       s.retain_final_s = *keep;
     } else {
-      throw CLI::ValidationError("--retain-final", "must be a duration such as 7d, 12h, 30m, "
-                                                   "45s or 0, not \"" + s.retain_final + "\"");
+      throw CLI::ValidationError("--retain-final",
+                                 "must be a duration such as 7d, 12h, 30m, "
+                                 "45s or 0, not \"" +
+                                     s.retain_final + "\"");
     }
     if (s.max_streams >= s.http_threads) {
-      throw CLI::ValidationError("--max-streams", "must be below --http-threads: each open stream "
-                                                  "holds a serving thread");
+      throw CLI::ValidationError("--max-streams",
+                                 "must be below --http-threads: each open stream "
+                                 "holds a serving thread");
     }
     // Each open stream holds a serving thread: a quarter are always left for everything else.
     if (s.max_streams == 0) s.max_streams = s.http_threads * 3 / 4;
@@ -331,7 +372,8 @@ Parsed parse_command_line(int argc, char** argv) {
       std::ifstream in(s.api_token_file);
       if (!in) throw CLI::ValidationError("--api-token-file", "cannot read " + s.api_token_file);
       for (std::string line; std::getline(in, line);) {
-        while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+        while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back())))
+          line.pop_back();
         if (!line.empty() && line[0] != '#') s.api_tokens.push_back(line);
       }
     }
@@ -345,14 +387,22 @@ Parsed parse_command_line(int argc, char** argv) {
     return out;
   }
 
-  if (demo->parsed()) out.command = Command::kDemo;
-  else if (migrate->parsed()) out.command = Command::kMigrate;
-  else if (mock->parsed()) out.command = Command::kMockBackend;
-  else if (submit->parsed()) out.command = Command::kSubmit;
-  else if (status->parsed()) out.command = Command::kStatus;
-  else if (wait->parsed()) out.command = Command::kWait;
-  else if (cancel->parsed()) out.command = Command::kCancel;
-  else if (list->parsed()) out.command = Command::kList;
+  if (demo->parsed())
+    out.command = Command::kDemo;
+  else if (migrate->parsed())
+    out.command = Command::kMigrate;
+  else if (mock->parsed())
+    out.command = Command::kMockBackend;
+  else if (submit->parsed())
+    out.command = Command::kSubmit;
+  else if (status->parsed())
+    out.command = Command::kStatus;
+  else if (wait->parsed())
+    out.command = Command::kWait;
+  else if (cancel->parsed())
+    out.command = Command::kCancel;
+  else if (list->parsed())
+    out.command = Command::kList;
   return out;
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/client.h"
+
 namespace ts {
 
 struct PoolConfig {
@@ -18,8 +20,8 @@ struct PoolConfig {
   std::vector<std::string> urls;
   int slots = 1;  // per backend
   int workers = 0;
-  int timeout_s = 0;      // 0: the server default
-  int max_attempts = 0;   // 0: the server default
+  int timeout_s = 0;     // 0: the server default
+  int max_attempts = 0;  // 0: the server default
   int64_t retry_base_ms = 0;
   int64_t retry_cap_ms = 0;
 };
@@ -78,33 +80,23 @@ struct MockConfig {
   int threads = 64;
 };
 
-struct ClientConfig {
-  std::string server = "http://127.0.0.1:8080";
-  std::string token;
-  std::string type = "image";
-  std::string prompt;
-  std::string payload;  // JSON object text
-  std::string priority;
-  std::string idempotency_key;
-  std::string webhook_url;
-  std::string file;
-  std::string task_id;
-  std::string status;
-  std::string list_type;
-  int limit = 20;
-  int timeout_s = 0;  // wait: 0 = forever
-  bool wait = false;  // submit --wait
-  bool quiet = false;
-  bool json = false;
+enum class Command {
+  kServe,
+  kDemo,
+  kMigrate,
+  kMockBackend,
+  kSubmit,
+  kStatus,
+  kWait,
+  kCancel,
+  kList
 };
-
-enum class Command { kServe, kDemo, kMigrate, kMockBackend, kSubmit, kStatus, kWait, kCancel, kList };
 
 struct Parsed {
   Command command = Command::kServe;
   ServeConfig serve;
   MockConfig mock;
-  ClientConfig client;
+  ClientOptions client;
   int exit_code = -1;  // >= 0: parsing already answered (help, error); exit with it
 };
 

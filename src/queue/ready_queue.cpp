@@ -134,16 +134,6 @@ size_t ReadyQueue::size() const {
   return channel_.size();
 }
 
-size_t ReadyQueue::held_by_workers() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return taken_.size();
-}
-
-std::vector<QueueItem> ReadyQueue::snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return channel_.items();
-}
-
 void ReadyQueue::feeder_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {

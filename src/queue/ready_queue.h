@@ -32,9 +32,8 @@ class ReadyQueue {
   };
   struct Source {
     // Ready tasks due by `now`, best first, none of `exclude`, at most `limit`.
-    std::function<StatusOr<std::vector<QueueItem>>(size_t limit,
-                                                   const std::unordered_set<int64_t>& exclude,
-                                                   int64_t now)>
+    std::function<StatusOr<std::vector<QueueItem>>(
+        size_t limit, const std::unordered_set<int64_t>& exclude, int64_t now)>
         fetch;
     // The earliest time after `now` at which a delayed task falls due.
     std::function<StatusOr<std::optional<int64_t>>(int64_t now)> next_due;
@@ -67,9 +66,6 @@ class ReadyQueue {
                                 int max_wait_ms);
 
   size_t size() const;
-  size_t held_by_workers() const;
-  // The channel's items, best first (for tests and stats).
-  std::vector<QueueItem> snapshot() const;
 
  private:
   void feeder_loop();
@@ -82,12 +78,12 @@ class ReadyQueue {
   mutable std::mutex mu_;
   std::condition_variable workers_cv_;
   std::condition_variable feeder_cv_;
-  Channel channel_;                     // guarded by mu_
-  std::unordered_set<int64_t> taken_;   // guarded by mu_: taken by workers, not yet released
-  bool more_in_store_ = true;           // guarded by mu_: the store may hold ready tasks not here
-  uint64_t spill_gen_ = 0;              // guarded by mu_: bumped whenever more_in_store_ is set
-  std::optional<int64_t> next_due_;     // guarded by mu_
-  bool stopping_ = false;               // guarded by mu_
+  Channel channel_;                    // guarded by mu_
+  std::unordered_set<int64_t> taken_;  // guarded by mu_: taken by workers, not yet released
+  bool more_in_store_ = true;          // guarded by mu_: the store may hold ready tasks not here
+  uint64_t spill_gen_ = 0;             // guarded by mu_: bumped whenever more_in_store_ is set
+  std::optional<int64_t> next_due_;    // guarded by mu_
+  bool stopping_ = false;              // guarded by mu_
   std::thread feeder_;
 };
 
