@@ -22,7 +22,11 @@ namespace ts {
 
 struct ApiContext {
   ApiContext(ApiOptions o, TaskService& s, ServerView v, Metrics& m, const BlobStore& in)
-      : opt(std::move(o)), svc(s), view(std::move(v)), metrics(m), inputs(in),
+      : opt(std::move(o)),
+        svc(s),
+        view(std::move(v)),
+        metrics(m),
+        inputs(in),
         tokens(opt.api_tokens) {}
 
   // Whether the current request may use /api/.

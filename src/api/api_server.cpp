@@ -119,8 +119,7 @@ void ApiServer::install(HttpServer& server) {
                     false);
     }
     // The body is not read, so the connection cannot be reused.
-    if (Status st = check_declared_length(path, ctx->opt.max_body, ctx->opt.max_upload);
-        !st.ok()) {
+    if (Status st = check_declared_length(path, ctx->opt.max_body, ctx->opt.max_upload); !st.ok()) {
       return refuse(res, "too_large", st, true);
     }
     return httplib::Server::HandlerResponse::Unhandled;
@@ -141,10 +140,18 @@ void ApiServer::install(HttpServer& server) {
     if (!res.body.empty()) return;  // our own JSON error, already written
     Status st;
     switch (res.status) {
-      case 404: st = Status::NotFound("no route for " + req.method + " " + req.path); break;
-      case 413: st = Status(Code::kTooLarge, "payload_too_large", "the body is too large"); break;
-      case 400: st = Status::Malformed("the request cannot be parsed"); break;
-      case 405: st = Status(Code::kMalformed, "method_not_allowed", "method not allowed"); break;
+      case 404:
+        st = Status::NotFound("no route for " + req.method + " " + req.path);
+        break;
+      case 413:
+        st = Status(Code::kTooLarge, "payload_too_large", "the body is too large");
+        break;
+      case 400:
+        st = Status::Malformed("the request cannot be parsed");
+        break;
+      case 405:
+        st = Status(Code::kMalformed, "method_not_allowed", "method not allowed");
+        break;
       default:
         st = Status(Code::kInternal, "http_" + std::to_string(res.status),
                     "the request failed with HTTP " + std::to_string(res.status));

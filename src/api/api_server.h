@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "http/server.h"
 #include "core/status.h"
+#include "http/server.h"
 #include "service/task_service.h"
 #include "worker/worker_pool.h"
 
@@ -21,8 +21,8 @@ namespace ts {
 class Metrics;
 
 struct ApiOptions {
-  size_t max_body = 1 << 20;           // JSON bodies; 413 beyond
-  size_t max_upload = 100u << 20;      // multipart bodies with an input file
+  size_t max_body = 1 << 20;            // JSON bodies; 413 beyond
+  size_t max_upload = 100u << 20;       // multipart bodies with an input file
   std::vector<std::string> api_tokens;  // empty: no auth
   int sse_heartbeat_s = 15;
   int max_streams = 96;  // SSE streams open at once (each holds a serving thread); 503 beyond

@@ -61,55 +61,54 @@ class EventRoutes {
     stream_headers(res);
     int heartbeat = ctx_->opt.sse_heartbeat_s;
     Context ctx = ctx_;
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, ctx, state, id, heartbeat, claim](size_t, httplib::DataSink& sink) {
-          if (!state->sent_initial) {
-            state->sent_initial = true;
-            std::string data;
-            JsonWriter w(data);
-            w.begin_object();
-            w.field("task_id", id);
-            w.field("status", to_string(state->last_status));
-            w.field("attempt", int64_t{state->last_attempt});
-            w.key("task").raw(state->initial);
-            w.end_object();
-            if (!sse_write(sink, "retry: 2000\n" + sse_event(data, state->cursor))) return false;
-            if (is_final(state->last_status)) sink.done();
-            return true;
+    res.set_chunked_content_provider("text/event-stream", [this, ctx, state, id, heartbeat, claim](
+                                                              size_t, httplib::DataSink& sink) {
+      if (!state->sent_initial) {
+        state->sent_initial = true;
+        std::string data;
+        JsonWriter w(data);
+        w.begin_object();
+        w.field("task_id", id);
+        w.field("status", to_string(state->last_status));
+        w.field("attempt", int64_t{state->last_attempt});
+        w.key("task").raw(state->initial);
+        w.end_object();
+        if (!sse_write(sink, "retry: 2000\n" + sse_event(data, state->cursor))) return false;
+        if (is_final(state->last_status)) sink.done();
+        return true;
+      }
+      if (ctx->svc.shutting_down()) {
+        sink.done();
+        return true;
+      }
+      auto events = next_events(
+          sink, &state->cursor, heartbeat, [&](const TaskEvent& e) { return e.task_id == id; },
+          nullptr);
+      if (!events) return false;
+      if (events->empty()) return sse_write(sink, ": keep-alive\n\n");
+      for (const TaskEvent& e : *events) {
+        if (e.status == state->last_status && e.attempt == state->last_attempt) continue;
+        state->last_status = e.status;
+        state->last_attempt = e.attempt;
+        std::string data;
+        JsonWriter w(data);
+        write_event(w, e);
+        if (is_final(e.status)) {
+          // The final event carries the whole task, so a client needs no second request.
+          auto t = ctx->svc.view(id);
+          if (t.ok()) {
+            data.pop_back();
+            data += ",\"task\":" + task_json(*t, true) + "}";
           }
-          if (ctx->svc.shutting_down()) {
-            sink.done();
-            return true;
-          }
-          auto events = next_events(
-              sink, &state->cursor, heartbeat,
-              [&](const TaskEvent& e) { return e.task_id == id; }, nullptr);
-          if (!events) return false;
-          if (events->empty()) return sse_write(sink, ": keep-alive\n\n");
-          for (const TaskEvent& e : *events) {
-            if (e.status == state->last_status && e.attempt == state->last_attempt) continue;
-            state->last_status = e.status;
-            state->last_attempt = e.attempt;
-            std::string data;
-            JsonWriter w(data);
-            write_event(w, e);
-            if (is_final(e.status)) {
-              // The final event carries the whole task, so a client needs no second request.
-              auto t = ctx->svc.view(id);
-              if (t.ok()) {
-                data.pop_back();
-                data += ",\"task\":" + task_json(*t, true) + "}";
-              }
-            }
-            if (!sse_write(sink, sse_event(data, e.id))) return false;
-            if (is_final(e.status)) {
-              sink.done();
-              return true;
-            }
-          }
+        }
+        if (!sse_write(sink, sse_event(data, e.id))) return false;
+        if (is_final(e.status)) {
+          sink.done();
           return true;
-        });
+        }
+      }
+      return true;
+    });
   }
 
   void all_events(const Request& req, Response& res) {

@@ -16,9 +16,7 @@ json json_response(const std::string& description, const std::string& schema) {
           {"content", {{"application/json", {{"schema", ref(schema)}}}}}};
 }
 
-json error_response(const std::string& description) {
-  return json_response(description, "Error");
-}
+json error_response(const std::string& description) { return json_response(description, "Error"); }
 
 json nullable(json schema, bool is_nullable) {
   if (!is_nullable) return schema;
@@ -36,11 +34,21 @@ json states_enum() {
 json field_schema(const TaskField& f) {
   json s;
   switch (f.type) {
-    case FieldType::kText: s = {{"type", "string"}}; break;
-    case FieldType::kInteger: s = {{"type", "integer"}}; break;
-    case FieldType::kTime: s = {{"type", "string"}, {"format", "date-time"}}; break;
-    case FieldType::kState: s = {{"type", "string"}, {"enum", states_enum()}}; break;
-    case FieldType::kJson: s = {{"type", "object"}}; break;
+    case FieldType::kText:
+      s = {{"type", "string"}};
+      break;
+    case FieldType::kInteger:
+      s = {{"type", "integer"}};
+      break;
+    case FieldType::kTime:
+      s = {{"type", "string"}, {"format", "date-time"}};
+      break;
+    case FieldType::kState:
+      s = {{"type", "string"}, {"enum", states_enum()}};
+      break;
+    case FieldType::kJson:
+      s = {{"type", "object"}};
+      break;
     case FieldType::kWebhookState:
       s = {{"type", "string"}, {"enum", {"pending", "delivered", "failed"}}};
       break;
@@ -72,7 +80,9 @@ json task_input_schema() {
     props[std::string(f.name)] = s;
     if (f.required) required.push_back(std::string(f.name));
   }
-  return {{"type", "object"}, {"required", required}, {"properties", props},
+  return {{"type", "object"},
+          {"required", required},
+          {"properties", props},
           {"additionalProperties", false}};
 }
 
@@ -84,7 +94,8 @@ json task_schema() {
   for (const FieldGroup& g : task_field_groups()) {
     json gp = json::object();
     for (const TaskField& f : task_fields()) {
-      if (f.shown == Shown::kGrouped && f.group == g.name) gp[std::string(f.name)] = field_schema(f);
+      if (f.shown == Shown::kGrouped && f.group == g.name)
+        gp[std::string(f.name)] = field_schema(f);
     }
     json obj = {{"type", "object"}, {"properties", gp}, {"description", std::string(g.doc)}};
     props[std::string(g.name)] = nullable(obj, g.null_when_unset);
@@ -160,35 +171,55 @@ json operation(const std::string& method, const RouteDoc& doc) {
   json params = json::array();
   static const std::regex kParam(R"(\{([a-z_]+)\})");
   for (std::sregex_iterator it(doc.path.begin(), doc.path.end(), kParam), end; it != end; ++it) {
-    params.push_back({{"name", (*it)[1].str()}, {"in", "path"}, {"required", true},
+    params.push_back({{"name", (*it)[1].str()},
+                      {"in", "path"},
+                      {"required", true},
                       {"schema", {{"type", "string"}}}});
   }
   auto query = [&](const char* name, json schema, const char* description) {
-    params.push_back({{"name", name}, {"in", "query"}, {"required", false},
-                      {"schema", std::move(schema)}, {"description", description}});
+    params.push_back({{"name", name},
+                      {"in", "query"},
+                      {"required", false},
+                      {"schema", std::move(schema)},
+                      {"description", description}});
   };
   json responses;
   std::string name = doc.name;
   if (name == "submit") {
     op["requestBody"] = {{"required", true},
-                         {"content", {{"application/json", {{"schema", ref("TaskInput")}}},
-                                      {"multipart/form-data", {{"schema", {{"type", "object"},
-                                        {"properties", {{"task", {{"type", "string"}}},
-                                                        {"file", {{"type", "string"}, {"format", "binary"}}}}}}}}}}}};
-    params.push_back({{"name", "Idempotency-Key"}, {"in", "header"}, {"required", false},
+                         {"content",
+                          {{"application/json", {{"schema", ref("TaskInput")}}},
+                           {"multipart/form-data",
+                            {{"schema",
+                              {{"type", "object"},
+                               {"properties",
+                                {{"task", {{"type", "string"}}},
+                                 {"file", {{"type", "string"}, {"format", "binary"}}}}}}}}}}}};
+    params.push_back({{"name", "Idempotency-Key"},
+                      {"in", "header"},
+                      {"required", false},
                       {"schema", {{"type", "string"}}}});
     responses["202"] = json_response("Accepted and durably stored", "Task");
-    responses["200"] = json_response("A repeat of an earlier idempotency key: the first task", "Task");
+    responses["200"] =
+        json_response("A repeat of an earlier idempotency key: the first task", "Task");
     responses["429"] = error_response("The pool's backlog is full (Retry-After)");
   } else if (name == "submit_batch") {
-    op["requestBody"] = {{"required", true},
-                         {"content", {{"application/json", {{"schema", {{"type", "object"},
-                           {"properties", {{"tasks", {{"type", "array"}, {"items", ref("TaskInput")}}}}}}}}}}}};
+    op["requestBody"] = {
+        {"required", true},
+        {"content",
+         {{"application/json",
+           {{"schema",
+             {{"type", "object"},
+              {"properties", {{"tasks", {{"type", "array"}, {"items", ref("TaskInput")}}}}}}}}}}}};
     responses["202"] = {{"description", "All accepted"}};
   } else if (name == "image_async") {
     op["requestBody"] = {{"required", true},
-                         {"content", {{"application/json", {{"schema", {{"type", "object"},
-                           {"required", {"prompt"}}, {"properties", {{"prompt", {{"type", "string"}}}}}}}}}}}};
+                         {"content",
+                          {{"application/json",
+                            {{"schema",
+                              {{"type", "object"},
+                               {"required", {"prompt"}},
+                               {"properties", {{"prompt", {{"type", "string"}}}}}}}}}}}};
     responses["202"] = json_response("Accepted", "Task");
   } else if (name == "get_task") {
     query("wait", {{"type", "integer"}, {"minimum", 0}, {"maximum", 60}},
@@ -197,15 +228,17 @@ json operation(const std::string& method, const RouteDoc& doc) {
   } else if (name == "list_tasks") {
     query("status", {{"type", "string"}}, "QUEUED, RUNNING, DONE, FAILED or CANCELED");
     query("type", {{"type", "string"}}, "The pool");
-    query("limit", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}}, "Page size, default 50");
+    query("limit", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}},
+          "Page size, default 50");
     query("cursor", {{"type", "string"}}, "next_cursor of the previous page");
     query("task_id", {{"type", "string"}}, "Return this one task instead of a list");
     responses["200"] = {{"description", "{tasks, next_cursor}"}};
   } else if (name == "task_events" || name == "events") {
     responses["200"] = {{"description", "text/event-stream"},
                         {"content", {{"text/event-stream", {{"schema", {{"type", "string"}}}}}}}};
-    responses["503"] = error_response("--max-streams streams are open (too_many_streams, "
-                                      "Retry-After), or shutting down");
+    responses["503"] = error_response(
+        "--max-streams streams are open (too_many_streams, "
+        "Retry-After), or shutting down");
   } else if (name == "cancel") {
     responses["200"] = json_response("The canceled task", "Task");
     responses["409"] = error_response("The task is already final");

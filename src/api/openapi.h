@@ -12,8 +12,8 @@
 namespace ts {
 
 struct RouteDoc {
-  const char* name;     // the route label in metrics and the OpenAPI operationId stem
-  std::string path;     // OpenAPI form: /api/v1/tasks/{id}
+  const char* name;  // the route label in metrics and the OpenAPI operationId stem
+  std::string path;  // OpenAPI form: /api/v1/tasks/{id}
   std::string summary;
 };
 

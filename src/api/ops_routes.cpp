@@ -43,8 +43,8 @@ class OpsRoutes {
 
   void health(Response& res) {
     // `auth` tells the dashboard to ask for a token before its first API call.
-    send_json(res, 200, {{"status", "ok"}, {"version", ctx_->opt.version},
-                         {"auth", !ctx_->tokens.empty()}});
+    send_json(res, 200,
+              {{"status", "ok"}, {"version", ctx_->opt.version}, {"auth", !ctx_->tokens.empty()}});
   }
 
   void backends(Response& res) {
@@ -121,7 +121,9 @@ class OpsRoutes {
       }
     }
     send_json(res, reasons.empty() ? 200 : 503,
-              {{"ready", reasons.empty()}, {"reasons", reasons}, {"pools", pools},
+              {{"ready", reasons.empty()},
+               {"reasons", reasons},
+               {"pools", pools},
                {"store", st.ok() ? "writable" : st.message()}});
   }
 
@@ -148,17 +150,17 @@ class OpsRoutes {
     write_gauge(out, "worker_pool_idle", "Workers waiting for a task, by pool.", {"pool"}, idle);
     write_gauge(out, "backend_up", "1 when the backend may take requests (up or busy).",
                 {"pool", "backend"}, up);
-    write_gauge(out, "backend_inflight", "Requests in flight to the backend.",
-                {"pool", "backend"}, inflight);
-    write_gauge(out, "backend_slots", "Requests the backend may hold at once.",
-                {"pool", "backend"}, slots);
+    write_gauge(out, "backend_inflight", "Requests in flight to the backend.", {"pool", "backend"},
+                inflight);
+    write_gauge(out, "backend_slots", "Requests the backend may hold at once.", {"pool", "backend"},
+                slots);
     write_gauge(out, "http_event_streams_open",
-                "SSE streams open now; past --max-streams a new one gets 503 too_many_streams.",
-                {}, {{{}, static_cast<double>(ctx_->open_streams.load())}});
+                "SSE streams open now; past --max-streams a new one gets 503 too_many_streams.", {},
+                {{{}, static_cast<double>(ctx_->open_streams.load())}});
     if (ctx_->view.store_memory_bytes) {
       write_gauge(out, "store_sqlite_memory_bytes",
-                  "Heap held by SQLite, page caches included (bounded by their cache_size).",
-                  {}, {{{}, static_cast<double>(ctx_->view.store_memory_bytes())}});
+                  "Heap held by SQLite, page caches included (bounded by their cache_size).", {},
+                  {{{}, static_cast<double>(ctx_->view.store_memory_bytes())}});
     }
     // glibc's count of allocated bytes over every arena: unlike RSS it does not include what
     // malloc keeps after a free, so a leak shows here first.

@@ -69,7 +69,8 @@ void begin_request(const httplib::Request& req) {
 
 bool is_multipart() {
   const std::string* ct = t_request.headers.content_type;
-  return ct && ct->size() >= 19 && iequals(std::string_view(*ct).substr(0, 19), "multipart/form-data");
+  return ct && ct->size() >= 19 &&
+         iequals(std::string_view(*ct).substr(0, 19), "multipart/form-data");
 }
 
 std::string media_type() {
@@ -107,7 +108,8 @@ Status check_declared_length(const std::string& path, size_t max_body, size_t ma
   size_t limit = upload ? max_upload : max_body;
   uint64_t n = 0;
   auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
-  if (ec != std::errc() || p != cl.data() + cl.size()) return Status::Malformed("bad Content-Length");
+  if (ec != std::errc() || p != cl.data() + cl.size())
+    return Status::Malformed("bad Content-Length");
   if (n > limit) return too_large(limit);
   return Status::Ok();
 }

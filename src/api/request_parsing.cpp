@@ -31,8 +31,8 @@ StatusOr<int> int_param(const QueryParams& params, const std::string& name, int 
   int n = 0;
   auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
   if (v->empty() || ec != std::errc() || p != v->data() + v->size() || n < lo || n > hi) {
-    return Status::Invalid(name, name + " must be an integer from " + std::to_string(lo) +
-                                     " to " + std::to_string(hi));
+    return Status::Invalid(name, name + " must be an integer from " + std::to_string(lo) + " to " +
+                                     std::to_string(hi));
   }
   return n;
 }

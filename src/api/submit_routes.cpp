@@ -29,8 +29,9 @@ class SubmitRoutes {
       if (!st.ok()) return send_error(res, st);
       auto it = fields.find("task");
       if (it == fields.end()) {
-        return send_error(res, Status::Invalid("task", "a multipart submit needs a part named "
-                                                       "task holding the task's JSON"));
+        return send_error(res, Status::Invalid("task",
+                                               "a multipart submit needs a part named "
+                                               "task holding the task's JSON"));
       }
       auto task = parse_task_request(it->second);
       if (task.ok()) st = apply_idempotency_header(*task, idempotency_header());
@@ -44,8 +45,9 @@ class SubmitRoutes {
   // into the payload) → a transcribe task.
   void submit_audio(Response& res, const ContentReader& reader) {
     if (!is_multipart()) {
-      return send_error(res, Status(Code::kUnsupportedMedia, "unsupported_media_type",
-                                    "send the audio as multipart/form-data with a part named file"));
+      return send_error(res,
+                        Status(Code::kUnsupportedMedia, "unsupported_media_type",
+                               "send the audio as multipart/form-data with a part named file"));
     }
     std::optional<Upload> upload;
     std::map<std::string, std::string> fields;
@@ -188,11 +190,10 @@ class SubmitRoutes {
 
 void install_submit_routes(Routes& r, const Context& ctx) {
   auto s = std::make_shared<SubmitRoutes>(ctx);
-  r.post("/api/v1/tasks",
-         {"submit", "/api/v1/tasks", "Submit a task (JSON, or multipart with task and file)."},
-         [s](const Request&, Response& res, const ContentReader& reader) {
-           s->submit(res, reader);
-         });
+  r.post(
+      "/api/v1/tasks",
+      {"submit", "/api/v1/tasks", "Submit a task (JSON, or multipart with task and file)."},
+      [s](const Request&, Response& res, const ContentReader& reader) { s->submit(res, reader); });
   r.post("/api/v1/tasks/batch",
          {"submit_batch", "/api/v1/tasks/batch", "Submit many tasks: all accepted or none."},
          [s](const Request&, Response& res, const ContentReader& reader) {

@@ -111,7 +111,8 @@ void write_task(JsonWriter& w, const Task& t, bool details, const TaskView* view
   std::vector<std::string_view> groups_done;
   for (const TaskField& f : task_fields()) {
     switch (f.shown) {
-      case Shown::kNever: break;
+      case Shown::kNever:
+        break;
       case Shown::kAlways:
         w.key(f.name);
         write_value(w, f, t);

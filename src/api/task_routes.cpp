@@ -57,15 +57,15 @@ class TaskRoutes {
     in->seekg(0, std::ios::end);
     size_t size = static_cast<size_t>(in->tellg());
     res.status = 200;
-    res.set_content_provider(
-        size, file->content_type, [in](size_t offset, size_t length, httplib::DataSink& sink) {
-          char buf[64 * 1024];
-          in->seekg(static_cast<std::streamoff>(offset));
-          size_t want = std::min(length, sizeof buf);
-          in->read(buf, static_cast<std::streamsize>(want));
-          std::streamsize got = in->gcount();
-          return got > 0 && sink.write(buf, static_cast<size_t>(got));
-        });
+    res.set_content_provider(size, file->content_type,
+                             [in](size_t offset, size_t length, httplib::DataSink& sink) {
+                               char buf[64 * 1024];
+                               in->seekg(static_cast<std::streamoff>(offset));
+                               size_t want = std::min(length, sizeof buf);
+                               in->read(buf, static_cast<std::streamsize>(want));
+                               std::streamsize got = in->gcount();
+                               return got > 0 && sink.write(buf, static_cast<size_t>(got));
+                             });
   }
 
   // GET /api/images/{id}: the first image of an OpenAI-style answer, decoded.
@@ -76,8 +76,8 @@ class TaskRoutes {
     if (!bytes) {
       return send_error(res, Status::Conflict("no_image",
                                               "the backend's answer holds no data[0].b64_json "
-                                              "image; GET /api/v1/tasks/" + id +
-                                                  "/result returns it as it came"));
+                                              "image; GET /api/v1/tasks/" +
+                                                  id + "/result returns it as it came"));
     }
     std::string type = sniff_image_type(*bytes);
     res.status = 200;
@@ -105,9 +105,10 @@ class TaskRoutes {
 
 void install_task_routes(Routes& r, const Context& ctx) {
   auto t = std::make_shared<TaskRoutes>(ctx);
-  r.get(R"(/api/v1/tasks/([^/]+))",
-        {"get_task", "/api/v1/tasks/{id}", "A task; ?wait=N long-polls up to N s for a final state."},
-        [t](const Request& req, Response& res) { t->get_task(req.matches[1], req, res); });
+  r.get(
+      R"(/api/v1/tasks/([^/]+))",
+      {"get_task", "/api/v1/tasks/{id}", "A task; ?wait=N long-polls up to N s for a final state."},
+      [t](const Request& req, Response& res) { t->get_task(req.matches[1], req, res); });
   r.get("/api/v1/tasks",
         {"list_tasks", "/api/v1/tasks",
          "List tasks newest first (status, type, limit, cursor); ?task_id= returns one."},
@@ -115,7 +116,8 @@ void install_task_routes(Routes& r, const Context& ctx) {
   r.get(R"(/api/v1/tasks/([^/]+)/result)",
         {"task_result", "/api/v1/tasks/{id}/result", "The result bytes of a DONE task."},
         [t](const Request& req, Response& res) { t->result(req.matches[1], res); });
-  r.del(R"(/api/v1/tasks/([^/]+))", {"cancel", "/api/v1/tasks/{id}", "Cancel a queued or running task."},
+  r.del(R"(/api/v1/tasks/([^/]+))",
+        {"cancel", "/api/v1/tasks/{id}", "Cancel a queued or running task."},
         [t](const Request& req, Response& res) { t->cancel(req.matches[1], res); });
   // A route that reads its body: httplib would otherwise insist on reading one, and answer 400
   // to `curl -XPOST .../cancel`, which sends none (and no Content-Length).

@@ -59,13 +59,11 @@ int Pools::max_timeout_s(const std::string& type) const {
 
 void Pools::on_change(const TaskChange& change) { pools_.at(change.type)->on_change(change); }
 
-StatusOr<int64_t> Pools::queue_position(const std::string& type, int priority,
-                                        int64_t seq) const {
+StatusOr<int64_t> Pools::queue_position(const std::string& type, int priority, int64_t seq) const {
   return pools_.at(type)->queue_position(priority, seq);
 }
 
-std::optional<int64_t> Pools::estimate_start_ms(const std::string& type,
-                                                int64_t position) const {
+std::optional<int64_t> Pools::estimate_start_ms(const std::string& type, int64_t position) const {
   return pools_.at(type)->estimate_start_ms(position);
 }
 

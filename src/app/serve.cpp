@@ -209,8 +209,10 @@ int serve(ServeConfig cfg, bool demo) {
   }
   FileSweep sweep(*store, *results, *inputs, started_files);
   if (cfg.api_tokens.empty() && host != "127.0.0.1" && host != "localhost" && host != "::1") {
-    spdlog::warn("listening on {} without --api-token: anyone who reaches this address can "
-                 "submit and cancel tasks", host);
+    spdlog::warn(
+        "listening on {} without --api-token: anyone who reaches this address can "
+        "submit and cancel tasks",
+        host);
   }
   std::thread http_thread([&http] { http.serve(); });
   http.wait_running(5000);
@@ -243,9 +245,8 @@ int serve(ServeConfig cfg, bool demo) {
   std::vector<std::thread> stoppers;
   for (auto& [name, pool] : pools.all()) {
     WorkerPool* p = pool.get();
-    stoppers.emplace_back([p, grace = cfg.shutdown_grace_s] {
-      p->shutdown(std::chrono::seconds(grace));
-    });
+    stoppers.emplace_back(
+        [p, grace = cfg.shutdown_grace_s] { p->shutdown(std::chrono::seconds(grace)); });
   }
   for (auto& t : stoppers) t.join();
   auto released = store->release_running(clock.now_ms());

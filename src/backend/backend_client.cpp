@@ -127,8 +127,8 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (reason_.load() != AbortReason::kNone) {
-      out.result = reason_.load() == AbortReason::kTimeout ? CallResult::kTimeout
-                                                           : CallResult::kAborted;
+      out.result =
+          reason_.load() == AbortReason::kTimeout ? CallResult::kTimeout : CallResult::kAborted;
       out.error = "aborted before the request was sent";
       return out;
     }
@@ -190,8 +190,8 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
     out.error = "backend busy: HTTP " + std::to_string(s);
   } else if (s >= 400 && s < 500) {
     out.result = CallResult::kClientError;
-    out.error = "backend rejected the task: HTTP " + std::to_string(s) + ": " +
-                truncate(out.body, 300);
+    out.error =
+        "backend rejected the task: HTTP " + std::to_string(s) + ": " + truncate(out.body, 300);
   } else {
     out.result = CallResult::kServerError;
     out.error = "backend error: HTTP " + std::to_string(s) + ": " + truncate(out.body, 300);

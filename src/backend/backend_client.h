@@ -26,9 +26,9 @@ struct InputFile {
 };
 
 struct BackendRequest {
-  std::string base_url;  // e.g. "http://127.0.0.1:9001" (may carry a path prefix)
-  std::string path;      // e.g. "/v1/images/generations"
-  std::string body;      // the task's payload, JSON
+  std::string base_url;           // e.g. "http://127.0.0.1:9001" (may carry a path prefix)
+  std::string path;               // e.g. "/v1/images/generations"
+  std::string body;               // the task's payload, JSON
   std::optional<InputFile> file;  // sent as multipart: `file` plus the payload's fields
   int64_t timeout_ms = 60'000;
   int64_t connect_timeout_ms = 5'000;
@@ -42,8 +42,8 @@ enum class CallResult {
   kBusy,         // 429 or 503
   kConnectError,
   kTimeout,
-  kAborted,      // abort() for cancel or shutdown
-  kBadRequest,   // no usable exchange: bad URL, unreadable input file, answer over the limit
+  kAborted,     // abort() for cancel or shutdown
+  kBadRequest,  // no usable exchange: bad URL, unreadable input file, answer over the limit
 };
 
 enum class AbortReason { kNone, kCanceled, kShutdown, kTimeout };

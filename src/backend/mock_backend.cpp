@@ -190,8 +190,8 @@ void MockBackend::install_routes() {
       json data = json::array();
       for (int i = 0; i < n; ++i) {
         std::string seed_text = i == 0 ? prompt : prompt + "#" + std::to_string(i);
-        data.push_back({{"b64_json", base64_encode(png_for_prompt(seed_text,
-                                                                  options_.image_size))}});
+        data.push_back(
+            {{"b64_json", base64_encode(png_for_prompt(seed_text, options_.image_size))}});
       }
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -209,7 +209,9 @@ void MockBackend::install_routes() {
       std::lock_guard<std::mutex> lock(mu_);
       ++served_;
     }
-    json_reply(res, 200, {{"ok", true}, {"path", req.path}, {"echo", body.is_discarded() ? json(req.body) : body}});
+    json_reply(
+        res, 200,
+        {{"ok", true}, {"path", req.path}, {"echo", body.is_discarded() ? json(req.body) : body}});
   });
 }
 
@@ -237,10 +239,14 @@ std::string MockBackend::stats_json() const {
   std::lock_guard<std::mutex> lock(mu_);
   json prompts = json::object();
   for (const auto& [p, n] : prompts_) prompts[p] = n;
-  return json{{"requests", requests_},     {"served", served_},
-              {"failed", failed_},         {"hung", hung_},
-              {"aborted", aborted_},       {"in_flight", in_flight_},
-              {"peak_in_flight", peak_in_flight_}, {"healthy", healthy_.load()},
+  return json{{"requests", requests_},
+              {"served", served_},
+              {"failed", failed_},
+              {"hung", hung_},
+              {"aborted", aborted_},
+              {"in_flight", in_flight_},
+              {"peak_in_flight", peak_in_flight_},
+              {"healthy", healthy_.load()},
               {"prompts", prompts}}
       .dump();
 }

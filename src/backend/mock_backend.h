@@ -70,14 +70,14 @@ class MockBackend {
   std::atomic<bool> stopping_{false};
 
   mutable std::mutex mu_;
-  std::mt19937_64 rng_;                  // guarded by mu_
-  int64_t requests_ = 0;                 // guarded by mu_
-  int64_t served_ = 0;                   // guarded by mu_
-  int64_t failed_ = 0;                   // guarded by mu_: injected failures
-  int64_t hung_ = 0;                     // guarded by mu_
-  int64_t aborted_ = 0;                  // guarded by mu_: clients that hung up first
-  int in_flight_ = 0;                    // guarded by mu_
-  int peak_in_flight_ = 0;               // guarded by mu_
+  std::mt19937_64 rng_;                     // guarded by mu_
+  int64_t requests_ = 0;                    // guarded by mu_
+  int64_t served_ = 0;                      // guarded by mu_
+  int64_t failed_ = 0;                      // guarded by mu_: injected failures
+  int64_t hung_ = 0;                        // guarded by mu_
+  int64_t aborted_ = 0;                     // guarded by mu_: clients that hung up first
+  int in_flight_ = 0;                       // guarded by mu_
+  int peak_in_flight_ = 0;                  // guarded by mu_
   std::map<std::string, int64_t> prompts_;  // guarded by mu_: times each prompt was served
 };
 

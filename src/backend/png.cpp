@@ -31,8 +31,8 @@ void put_chunk(std::string& out, const char* type, std::string_view data) {
   std::string body(type, 4);
   body.append(data);
   out += body;
-  uLong crc = crc32(0L, reinterpret_cast<const Bytef*>(body.data()),
-                    static_cast<uInt>(body.size()));
+  uLong crc =
+      crc32(0L, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()));
   put_u32(out, static_cast<uint32_t>(crc));
 }
 

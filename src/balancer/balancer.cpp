@@ -11,10 +11,14 @@ namespace ts {
 
 std::string_view to_string(BackendState state) {
   switch (state) {
-    case BackendState::kUp: return "up";
-    case BackendState::kBusy: return "busy";
-    case BackendState::kEjected: return "ejected";
-    case BackendState::kDown: return "down";
+    case BackendState::kUp:
+      return "up";
+    case BackendState::kBusy:
+      return "busy";
+    case BackendState::kEjected:
+      return "ejected";
+    case BackendState::kDown:
+      return "down";
   }
   return "down";
 }
@@ -99,8 +103,8 @@ void Balancer::release(const Lease& lease, CallOutcome outcome, int64_t latency_
         if (++b.task_fails_in_row >= policy_.max_fails && now >= b.ejected_until) {
           ++b.ejections_in_row;
           ++b.ejections;
-          int64_t ms = doubling_delay_ms(policy_.eject_base_ms, b.ejections_in_row,
-                                         policy_.eject_max_ms);
+          int64_t ms =
+              doubling_delay_ms(policy_.eject_base_ms, b.ejections_in_row, policy_.eject_max_ms);
           b.ejected_until = now + ms;
           b.since = now;
           b.task_fails_in_row = 0;
@@ -175,7 +179,8 @@ std::vector<BackendSnapshot> Balancer::snapshot() const {
     } else {
       s.state = BackendState::kUp;
       // A timed-out ejection or rest ended on its own: that end is when it came back.
-      s.since_ms = std::max({b.since, std::min(b.ejected_until, now), std::min(b.resting_until, now)});
+      s.since_ms =
+          std::max({b.since, std::min(b.ejected_until, now), std::min(b.resting_until, now)});
     }
     s.slots = b.spec.slots;
     s.slots_busy = b.in_flight;

@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "balancer/balancer.h"
 #include "backend/backend_client.h"
+#include "balancer/balancer.h"
 
 namespace ts {
 

@@ -52,8 +52,7 @@ std::string label_set(const std::vector<std::string>& names, const std::vector<s
   return out;
 }
 
-void header(std::string& out, const std::string& name, const std::string& help,
-            const char* type) {
+void header(std::string& out, const std::string& name, const std::string& help, const char* type) {
   out += "# HELP " + name + " " + help + "\n";
   out += "# TYPE " + name + " " + type + "\n";
 }
@@ -122,8 +121,8 @@ void HistogramFamily::render(std::string& out) const {
     uint64_t cumulative = 0;
     for (size_t i = 0; i < bounds_.size(); ++i) {
       cumulative += s.buckets_[i].load(std::memory_order_relaxed);
-      out += name_ + "_bucket" + label_set(labels_, values, "le", format_value(bounds_[i])) +
-             " " + std::to_string(cumulative) + "\n";
+      out += name_ + "_bucket" + label_set(labels_, values, "le", format_value(bounds_[i])) + " " +
+             std::to_string(cumulative) + "\n";
     }
     uint64_t count = std::max(cumulative, s.count());
     out += name_ + "_bucket" + label_set(labels_, values, "le", "+Inf") + " " +
@@ -136,10 +135,9 @@ void HistogramFamily::render(std::string& out) const {
 Metrics::Metrics()
     : http_requests("http_requests_total", "HTTP requests answered, by route and status code.",
                     {"method", "route", "code"}),
-      http_duration("http_request_duration_seconds", "Time to answer an HTTP request.",
-                    {"route"},
-                    {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-                     10, 30, 60}),
+      http_duration(
+          "http_request_duration_seconds", "Time to answer an HTTP request.", {"route"},
+          {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
       task_success("task_success_total", "Tasks that ended DONE.", {"task_type"}),
       task_failure("task_failure_total", "Tasks that ended FAILED.", {"task_type"}),
       task_canceled("task_canceled_total", "Tasks that ended CANCELED.", {"task_type"}),

@@ -23,7 +23,9 @@ class CounterFamily {
   CounterFamily(std::string name, std::string help, std::vector<std::string> labels);
   // The series of these label values, created at zero on first use; the reference stays valid.
   Cell& cell(const std::vector<std::string>& label_values);
-  void inc(const std::vector<std::string>& label_values, double by = 1) { cell(label_values).inc(by); }
+  void inc(const std::vector<std::string>& label_values, double by = 1) {
+    cell(label_values).inc(by);
+  }
   double value(const std::vector<std::string>& label_values) const;
   void render(std::string& out) const;
 
@@ -71,16 +73,16 @@ class HistogramFamily {
 class Metrics {
  public:
   Metrics();
-  CounterFamily http_requests;          // http_requests_total{method,route,code}
-  HistogramFamily http_duration;        // http_request_duration_seconds{route}
-  CounterFamily task_success;           // task_success_total{task_type}
-  CounterFamily task_failure;           // task_failure_total{task_type}
-  CounterFamily task_canceled;          // task_canceled_total{task_type}
-  CounterFamily tasks_submitted;        // tasks_submitted_total{task_type}
-  HistogramFamily task_duration;        // task_processing_duration_seconds{task_type}
-  CounterFamily backend_calls;          // backend_requests_total{pool,backend,outcome}
-  CounterFamily webhook_deliveries;     // webhook_deliveries_total{outcome}
-  CounterFamily tasks_purged;           // tasks_purged_total (--retain-final)
+  CounterFamily http_requests;       // http_requests_total{method,route,code}
+  HistogramFamily http_duration;     // http_request_duration_seconds{route}
+  CounterFamily task_success;        // task_success_total{task_type}
+  CounterFamily task_failure;        // task_failure_total{task_type}
+  CounterFamily task_canceled;       // task_canceled_total{task_type}
+  CounterFamily tasks_submitted;     // tasks_submitted_total{task_type}
+  HistogramFamily task_duration;     // task_processing_duration_seconds{task_type}
+  CounterFamily backend_calls;       // backend_requests_total{pool,backend,outcome}
+  CounterFamily webhook_deliveries;  // webhook_deliveries_total{outcome}
+  CounterFamily tasks_purged;        // tasks_purged_total (--retain-final)
   // Appends every stored family.
   void render(std::string& out) const;
 };

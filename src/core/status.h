@@ -27,7 +27,9 @@ class Status {
  public:
   Status() = default;
   Status(Code code, std::string slug, std::string message, std::string field = {})
-      : code_(code), slug_(std::move(slug)), message_(std::move(message)),
+      : code_(code),
+        slug_(std::move(slug)),
+        message_(std::move(message)),
         field_(std::move(field)) {}
 
   static Status Ok() { return Status(); }
@@ -74,7 +76,7 @@ class Status {
 template <typename T>
 class StatusOr {
  public:
-  StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  StatusOr(T value) : value_(std::move(value)) {}          // NOLINT: implicit by design
   StatusOr(Status status) : status_(std::move(status)) {}  // NOLINT
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }

@@ -4,11 +4,16 @@ namespace ts {
 
 std::string_view to_string(TaskState state) {
   switch (state) {
-    case TaskState::kQueued: return "QUEUED";
-    case TaskState::kRunning: return "RUNNING";
-    case TaskState::kDone: return "DONE";
-    case TaskState::kFailed: return "FAILED";
-    case TaskState::kCanceled: return "CANCELED";
+    case TaskState::kQueued:
+      return "QUEUED";
+    case TaskState::kRunning:
+      return "RUNNING";
+    case TaskState::kDone:
+      return "DONE";
+    case TaskState::kFailed:
+      return "FAILED";
+    case TaskState::kCanceled:
+      return "CANCELED";
   }
   return "UNKNOWN";
 }
@@ -21,8 +26,7 @@ std::optional<TaskState> parse_task_state(std::string_view name) {
 }
 
 bool is_final(TaskState state) {
-  return state == TaskState::kDone || state == TaskState::kFailed ||
-         state == TaskState::kCanceled;
+  return state == TaskState::kDone || state == TaskState::kFailed || state == TaskState::kCanceled;
 }
 
 std::string sql_literal(TaskState state) { return "'" + std::string(to_string(state)) + "'"; }
@@ -42,10 +46,14 @@ std::string sql_is_final() {
 
 std::string_view to_string(WebhookState state) {
   switch (state) {
-    case WebhookState::kNone: return "";
-    case WebhookState::kPending: return "pending";
-    case WebhookState::kDelivered: return "delivered";
-    case WebhookState::kFailed: return "failed";
+    case WebhookState::kNone:
+      return "";
+    case WebhookState::kPending:
+      return "pending";
+    case WebhookState::kDelivered:
+      return "delivered";
+    case WebhookState::kFailed:
+      return "failed";
   }
   return "";
 }

@@ -21,9 +21,9 @@ namespace ts {
 enum class TaskState { kQueued, kRunning, kDone, kFailed, kCanceled };
 
 // Every state, in the order of the diagram (and of TaskState's values).
-inline constexpr std::array<TaskState, 5> kTaskStates = {
-    TaskState::kQueued, TaskState::kRunning, TaskState::kDone, TaskState::kFailed,
-    TaskState::kCanceled};
+inline constexpr std::array<TaskState, 5> kTaskStates = {TaskState::kQueued, TaskState::kRunning,
+                                                         TaskState::kDone, TaskState::kFailed,
+                                                         TaskState::kCanceled};
 
 // The upper-case name the API and the store use ("QUEUED").
 std::string_view to_string(TaskState state);

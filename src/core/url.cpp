@@ -4,9 +4,7 @@
 
 namespace ts {
 
-std::string Url::origin() const {
-  return scheme + "://" + host + ":" + std::to_string(port);
-}
+std::string Url::origin() const { return scheme + "://" + host + ":" + std::to_string(port); }
 
 std::optional<Url> parse_url(std::string_view text) {
   Url url;

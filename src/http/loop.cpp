@@ -36,7 +36,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   struct Slot {
     Loop* loop = nullptr;
     std::atomic<int64_t> serving_since{0};  // ms, 0 while not serving
-    bool stuck = false;                      // lent its turn; guarded by turns_mu_
+    bool stuck = false;                     // lent its turn; guarded by turns_mu_
   };
 
  public:
@@ -159,7 +159,8 @@ class HttpServer::Loop final : public httplib::TaskQueue {
         loop->arrive(c);
       }
       ~Once() {
-        ReplacementReply lost{500, R"({"error":{"code":"internal","message":"the response was lost"}})"};
+        ReplacementReply lost{500,
+                              R"({"error":{"code":"internal","message":"the response was lost"}})"};
         complete(&lost);
       }
     };
@@ -310,9 +311,10 @@ class HttpServer::Loop final : public httplib::TaskQueue {
       conn.instead.reset();
       // The connection header as httplib writes it for its own responses.
       std::string connection = conn.close_after ? "Connection: close\r\n" : keep_alive_header_;
-      conn.out = "HTTP/1.1 " + std::to_string(status) + " " + reason_of(status) +
-                 "\r\nContent-Type: application/json\r\nContent-Length: " +
-                 std::to_string(body.size()) + "\r\n" + connection + "\r\n" + body;
+      conn.out =
+          "HTTP/1.1 " + std::to_string(status) + " " + reason_of(status) +
+          "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+          "\r\n" + connection + "\r\n" + body;
     }
     // Without waiting: a full socket is left to a serving thread (EPOLLOUT).
     if (send_out(conn, -1) == Sent::kFailed) conn.close_after = true;

@@ -39,8 +39,9 @@ bool HttpServer::process_and_close_socket(socket_t sock) {
 int HttpServer::bind(const std::string& host, int port, std::string* error) {
   int bound = port == 0 ? bind_to_any_port(host) : (bind_to_port(host, port) ? port : -1);
   if (bound < 0) {
-    if (error) *error = std::string("cannot bind ") + host + ":" + std::to_string(port) + ": " +
-                        std::strerror(errno);
+    if (error)
+      *error = std::string("cannot bind ") + host + ":" + std::to_string(port) + ": " +
+               std::strerror(errno);
     return -1;
   }
   // httplib listens with a backlog of 5; under a burst of connections the kernel drops SYNs

@@ -21,8 +21,7 @@ FileSweep::FileSweep(RetentionStore& store, const BlobStore& results, const Blob
         for (const BlobStore* blobs : {&results, &inputs}) {
           auto removed = sweep_orphans(store, *blobs, stop_, started);
           if (!removed.ok()) {
-            spdlog::warn("cannot look for files of deleted tasks: {}",
-                         removed.status().message());
+            spdlog::warn("cannot look for files of deleted tasks: {}", removed.status().message());
             return;
           }
           orphans += *removed;

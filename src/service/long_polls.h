@@ -49,13 +49,13 @@ class LongPolls {
   const IsFinal is_final_;
 
   std::mutex mu_;
-  std::condition_variable cv_;               // a poll came while none waited, or stop
+  std::condition_variable cv_;                 // a poll came while none waited, or stop
   std::multimap<std::string, PollPtr> polls_;  // by task id; guarded by mu_
   // The oldest EventHub cursor of the polls registered since the thread last looked; guarded
   // by mu_.
   uint64_t rewind_to_ = UINT64_MAX;
-  bool done_ = false;  // the thread has ended (shutdown); guarded by mu_
-  bool stop_ = false;  // destructor; guarded by mu_
+  bool done_ = false;   // the thread has ended (shutdown); guarded by mu_
+  bool stop_ = false;   // destructor; guarded by mu_
   std::thread thread_;  // started by the first poll; guarded by mu_
 };
 

@@ -106,8 +106,8 @@ StatusOr<ResultFile> TaskService::result_file(const std::string& task_id) {
   if (!found.ok()) return found.status();
   const Task& t = *found;
   if (t.status != TaskState::kDone) {
-    return Status::Conflict("not_done", "task " + task_id + " is " +
-                                            std::string(to_string(t.status)) + ", not DONE");
+    return Status::Conflict(
+        "not_done", "task " + task_id + " is " + std::string(to_string(t.status)) + ", not DONE");
   }
   return ResultFile{results_.path_of(task_id), t.result_type.value_or("application/octet-stream")};
 }

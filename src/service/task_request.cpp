@@ -207,8 +207,8 @@ StatusOr<NewTask> task_from_json(const json& j) {
     t.payload = payload->dump();
   }
   if (t.type == "image") {
-    Status st = check_image_payload(payload == j.end() ? json::object() : *payload,
-                                    "payload.prompt");
+    Status st =
+        check_image_payload(payload == j.end() ? json::object() : *payload, "payload.prompt");
     if (!st.ok()) return st;
   }
   Status st = read_options(j, t);
@@ -216,9 +216,9 @@ StatusOr<NewTask> task_from_json(const json& j) {
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (!find_input_field(it.key())) {
       // A 422 names its field; a key that is the empty string has no name to give.
-      return Status::Invalid(it.key().empty() ? "body" : it.key(),
-                             "unknown field \"" + it.key() +
-                                 "\" (backend parameters go inside payload)");
+      return Status::Invalid(
+          it.key().empty() ? "body" : it.key(),
+          "unknown field \"" + it.key() + "\" (backend parameters go inside payload)");
     }
   }
   return t;
@@ -238,8 +238,8 @@ StatusOr<std::vector<NewTask>> parse_batch_request(std::string_view body) {
   }
   const json& tasks = (*j)["tasks"];
   if (tasks.empty() || tasks.size() > kMaxBatchSize) {
-    return Status::Invalid("tasks", "a batch holds 1 to " + std::to_string(kMaxBatchSize) +
-                                        " tasks");
+    return Status::Invalid("tasks",
+                           "a batch holds 1 to " + std::to_string(kMaxBatchSize) + " tasks");
   }
   std::vector<NewTask> out;
   out.reserve(tasks.size());
@@ -248,8 +248,7 @@ StatusOr<std::vector<NewTask>> parse_batch_request(std::string_view body) {
     if (!t.ok()) {
       const Status& s = t.status();
       std::string field = "tasks[" + std::to_string(i) + "]." + s.field();
-      return Status(s.code(), s.slug(), "tasks[" + std::to_string(i) + "]: " + s.message(),
-                    field);
+      return Status(s.code(), s.slug(), "tasks[" + std::to_string(i) + "]: " + s.message(), field);
     }
     out.push_back(std::move(*t));
   }

@@ -51,9 +51,10 @@ Status TaskService::recover() {
   recovered_requeued_ = report->requeued;
   recovered_failed_ = report->failed;
   if (report->requeued + report->failed > 0) {
-    spdlog::warn("recovered {} tasks left RUNNING by a crash: {} queued again, {} failed "
-                 "(attempts spent)",
-                 report->requeued + report->failed, report->requeued, report->failed);
+    spdlog::warn(
+        "recovered {} tasks left RUNNING by a crash: {} queued again, {} failed "
+        "(attempts spent)",
+        report->requeued + report->failed, report->requeued, report->failed);
   }
   auto counts = store_.count_by_status();
   if (!counts.ok()) return counts.status();
@@ -72,8 +73,8 @@ void TaskService::on_commit(const std::vector<TaskChange>& changes) {
     if (pools_.has_pool(c.type)) pools_.on_change(c);
     if (c.to != TaskState::kQueued || c.from) {
       spdlog::info("task {} {} -> {}{}{}", c.task_id,
-                   c.from ? std::string(to_string(*c.from)) : std::string("new"),
-                   to_string(c.to), c.backend.empty() ? "" : " on " + c.backend,
+                   c.from ? std::string(to_string(*c.from)) : std::string("new"), to_string(c.to),
+                   c.backend.empty() ? "" : " on " + c.backend,
                    c.error.empty() ? "" : ": " + c.error);
     } else {
       spdlog::debug("task {} new -> QUEUED ({})", c.task_id, c.type);
@@ -158,8 +159,7 @@ StatusOr<SubmitOutcome> TaskService::submit(NewTask request, std::optional<Uploa
   return first_of(inserted->task_id);
 }
 
-Status TaskService::submit_nowait(NewTask request,
-                                  const std::function<void(const Task&)>& accepted,
+Status TaskService::submit_nowait(NewTask request, const std::function<void(const Task&)>& accepted,
                                   SubmitCommitted committed) {
   auto prepared = prepare(request, clock_.now_ms());
   if (!prepared.ok()) return prepared.status();
@@ -177,17 +177,17 @@ Status TaskService::submit_nowait(NewTask request,
   if (!pools_.try_reserve(prepared->type)) return backlog_full(prepared->type);
   accepted(*prepared);
   std::string type = prepared->type;
-  store_.insert_async(std::move(*prepared), [this, type = std::move(type),
-                                             committed = std::move(committed)](
-                                                const StatusOr<InsertOutcome>& out) {
-    pools_.unreserve(type);
-    if (!out.ok()) return committed(out.status(), nullptr);
-    if (out->created) return committed(Status::Ok(), nullptr);
-    // A repeat that raced its first (rare): one read, on the notifier thread.
-    auto first = first_of(out->task_id);
-    if (!first.ok()) return committed(first.status(), nullptr);
-    committed(Status::Ok(), &first->task);
-  });
+  store_.insert_async(std::move(*prepared),
+                      [this, type = std::move(type),
+                       committed = std::move(committed)](const StatusOr<InsertOutcome>& out) {
+                        pools_.unreserve(type);
+                        if (!out.ok()) return committed(out.status(), nullptr);
+                        if (out->created) return committed(Status::Ok(), nullptr);
+                        // A repeat that raced its first (rare): one read, on the notifier thread.
+                        auto first = first_of(out->task_id);
+                        if (!first.ok()) return committed(first.status(), nullptr);
+                        committed(Status::Ok(), &first->task);
+                      });
   return Status::Ok();
 }
 

@@ -35,8 +35,8 @@
 namespace ts {
 
 struct StoreOptions {
-  std::string path;         // SQLite: the database file; its folder must exist
-  bool sync_full = true;    // durable on power loss (SQLite: synchronous=FULL), or not (NORMAL)
+  std::string path;       // SQLite: the database file; its folder must exist
+  bool sync_full = true;  // durable on power loss (SQLite: synchronous=FULL), or not (NORMAL)
   int read_connections = 8;
   size_t max_batch = 2048;  // most writes in one transaction
 };
@@ -163,8 +163,7 @@ class TaskLedger {
   virtual StatusOr<std::vector<Task>> list(const ListQuery& query) = 0;
   // QUEUED tasks of `type` that run before one of this priority and seq, counted one by one:
   // for a type no pool serves (pools keep their own counts).
-  virtual StatusOr<int64_t> queue_position(const std::string& type, int priority,
-                                           int64_t seq) = 0;
+  virtual StatusOr<int64_t> queue_position(const std::string& type, int priority, int64_t seq) = 0;
   virtual StatusOr<std::map<TaskState, int64_t>> count_by_status() = 0;
 
   // At start: tasks left RUNNING by a crash have spent their attempt; they go back to QUEUED,

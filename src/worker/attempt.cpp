@@ -11,14 +11,19 @@ namespace {
 
 CallOutcome outcome_for_balancer(CallResult r) {
   switch (r) {
-    case CallResult::kOk: return CallOutcome::kSuccess;
-    case CallResult::kClientError: return CallOutcome::kClientError;
-    case CallResult::kBusy: return CallOutcome::kBusy;
+    case CallResult::kOk:
+      return CallOutcome::kSuccess;
+    case CallResult::kClientError:
+      return CallOutcome::kClientError;
+    case CallResult::kBusy:
+      return CallOutcome::kBusy;
     case CallResult::kAborted:
-    case CallResult::kBadRequest: return CallOutcome::kAborted;
+    case CallResult::kBadRequest:
+      return CallOutcome::kAborted;
     case CallResult::kServerError:
     case CallResult::kConnectError:
-    case CallResult::kTimeout: return CallOutcome::kFailure;
+    case CallResult::kTimeout:
+      return CallOutcome::kFailure;
   }
   return CallOutcome::kFailure;
 }
@@ -55,8 +60,8 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
     return;
   }
   const Task& task = **marked;
-  int timeout_s = std::clamp(task.timeout_s.value_or(options_.default_timeout_s), 1,
-                             options_.max_timeout_s);
+  int timeout_s =
+      std::clamp(task.timeout_s.value_or(options_.default_timeout_s), 1, options_.max_timeout_s);
   {
     std::lock_guard<std::mutex> lock(mu_);
     running_[item.seq].deadline_ms = started + int64_t{timeout_s} * 1000;
@@ -80,8 +85,7 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
     // the task tries again, rather than ending DONE with no image.
     resp.result = CallResult::kServerError;
     resp.error = "the backend answered HTTP " + std::to_string(resp.http_status) +
-                 " without an images answer (data[0].b64_json or url): " +
-                 resp.body.substr(0, 120);
+                 " without an images answer (data[0].b64_json or url): " + resp.body.substr(0, 120);
     resp.body.clear();
   }
   int64_t ended = clock_.now_ms();
@@ -93,7 +97,8 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
   auto finish_failed = [&](const std::string& error) {
     attempt.outcome = "failed";
     auto r = transitions_.finish_failed(item.seq, attempt, error);
-    if (!r.ok()) spdlog::error("task {}: cannot record failure: {}", task.task_id, r.status().message());
+    if (!r.ok())
+      spdlog::error("task {}: cannot record failure: {}", task.task_id, r.status().message());
     queue_.release(item.seq);
   };
   auto requeue = [&](std::optional<int64_t> next_at, bool give_back, const std::string& outcome) {
@@ -163,8 +168,7 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
       }
       break;
   }
-  report(task.task_id, lease.url, attempt.outcome.empty() ? "canceled" : attempt.outcome,
-         duration);
+  report(task.task_id, lease.url, attempt.outcome.empty() ? "canceled" : attempt.outcome, duration);
 }
 
 }  // namespace ts

@@ -32,8 +32,8 @@ std::string webhook_signature(const std::string& secret, const std::string& body
   return out;
 }
 
-WebhookDispatcher::WebhookDispatcher(WebhookOptions options, WebhookOutbox& store, const Clock& clock,
-                                     Metrics& metrics, Render render)
+WebhookDispatcher::WebhookDispatcher(WebhookOptions options, WebhookOutbox& store,
+                                     const Clock& clock, Metrics& metrics, Render render)
     : options_(std::move(options)),
       store_(store),
       clock_(clock),
@@ -47,7 +47,8 @@ void WebhookDispatcher::start() {
     name_this_thread("ts-webhook");
     scheduler_loop();
   });
-  for (int i = 0; i < options_.senders; ++i) senders_.emplace_back([this] {
+  for (int i = 0; i < options_.senders; ++i)
+    senders_.emplace_back([this] {
       name_this_thread("ts-webhook-send");
       sender_loop();
     });
@@ -162,7 +163,8 @@ void WebhookDispatcher::deliver(int64_t seq) {
   metrics_.webhook_deliveries.inc(
       {ok ? "delivered" : (state == WebhookState::kFailed ? "failed" : "retry")});
   Status st = store_.record_webhook(seq, d, state, next_at);
-  if (!st.ok()) spdlog::error("task {}: cannot record webhook delivery: {}", task.task_id, st.message());
+  if (!st.ok())
+    spdlog::error("task {}: cannot record webhook delivery: {}", task.task_id, st.message());
   if (ok) {
     spdlog::info("task {} webhook delivered (attempt {})", task.task_id, number);
   } else {

@@ -56,12 +56,12 @@ class WebhookDispatcher {
   const Render render_;
 
   std::mutex mu_;
-  std::condition_variable cv_;         // the scheduler waits here
-  std::condition_variable work_cv_;    // senders wait here
-  std::vector<int64_t> ready_;         // guarded by mu_: due, not yet taken by a sender
-  std::set<int64_t> in_flight_;        // guarded by mu_: queued or being delivered
-  bool woken_ = false;                 // guarded by mu_
-  bool stopping_ = false;              // guarded by mu_
+  std::condition_variable cv_;       // the scheduler waits here
+  std::condition_variable work_cv_;  // senders wait here
+  std::vector<int64_t> ready_;       // guarded by mu_: due, not yet taken by a sender
+  std::set<int64_t> in_flight_;      // guarded by mu_: queued or being delivered
+  bool woken_ = false;               // guarded by mu_
+  bool stopping_ = false;            // guarded by mu_
   std::thread scheduler_;
   std::vector<std::thread> senders_;
 };

@@ -14,9 +14,8 @@ constexpr int kTakeWaitMs = 200;  // workers re-check timed health changes this 
 constexpr int kWatchdogTickMs = 50;
 }  // namespace
 
-WorkerPool::WorkerPool(PoolOptions options, TaskTransitions& transitions,
-                       BacklogSource& backlog, const BlobStore& results, const BlobStore& inputs,
-                       const Clock& clock)
+WorkerPool::WorkerPool(PoolOptions options, TaskTransitions& transitions, BacklogSource& backlog,
+                       const BlobStore& results, const BlobStore& inputs, const Clock& clock)
     : options_(std::move(options)),
       transitions_(transitions),
       backlog_(backlog),
@@ -24,22 +23,22 @@ WorkerPool::WorkerPool(PoolOptions options, TaskTransitions& transitions,
       inputs_(inputs),
       clock_(clock),
       balancer_(options_.name, options_.backends, options_.health_policy, clock),
-      queue_(ReadyQueue::Options{options_.name, options_.queue_capacity},
-             ReadyQueue::Source{
-                 [this](size_t limit, const std::unordered_set<int64_t>& exclude,
-                        int64_t now) -> StatusOr<std::vector<QueueItem>> {
-                   auto rows = backlog_.fetch_ready(options_.name, limit, exclude, now);
-                   if (!rows.ok()) return rows.status();
-                   std::vector<QueueItem> items;
-                   items.reserve(rows->size());
-                   for (auto& r : *rows) {
-                     items.push_back({r.seq, r.priority, std::move(r.task_id),
-                                      std::move(r.last_backend)});
-                   }
-                   return items;
-                 },
-                 [this](int64_t now) { return backlog_.next_due(options_.name, now); }},
-             clock),
+      queue_(
+          ReadyQueue::Options{options_.name, options_.queue_capacity},
+          ReadyQueue::Source{[this](size_t limit, const std::unordered_set<int64_t>& exclude,
+                                    int64_t now) -> StatusOr<std::vector<QueueItem>> {
+                               auto rows = backlog_.fetch_ready(options_.name, limit, exclude, now);
+                               if (!rows.ok()) return rows.status();
+                               std::vector<QueueItem> items;
+                               items.reserve(rows->size());
+                               for (auto& r : *rows) {
+                                 items.push_back({r.seq, r.priority, std::move(r.task_id),
+                                                  std::move(r.last_backend)});
+                               }
+                               return items;
+                             },
+                             [this](int64_t now) { return backlog_.next_due(options_.name, now); }},
+          clock),
       rng_(std::random_device{}()) {
   worker_count_ = options_.workers > 0 ? options_.workers : std::max(1, balancer_.total_slots());
   balancer_.set_listener([this] { queue_.wake(); });
@@ -59,7 +58,8 @@ Status WorkerPool::start() {
   queue_.start();
   checker_ = std::make_unique<HealthChecker>(balancer_, options_.health);
   checker_->start();
-  for (int i = 0; i < worker_count_; ++i) workers_.emplace_back([this] {
+  for (int i = 0; i < worker_count_; ++i)
+    workers_.emplace_back([this] {
       name_this_thread("ts-work-" + options_.name);
       worker_loop();
     });
@@ -191,7 +191,8 @@ void WorkerPool::watchdog_loop() {
 
 StatusOr<int64_t> WorkerPool::queue_position(int priority, int64_t seq) const {
   BacklogRanks::Ahead ahead = ranks_.ahead(priority, seq);
-  auto in_block = backlog_.count_queued_between(options_.name, priority, ahead.block_first_seq, seq);
+  auto in_block =
+      backlog_.count_queued_between(options_.name, priority, ahead.block_first_seq, seq);
   if (!in_block.ok()) return in_block.status();
   // The counts follow commits a moment after a reader sees them: never below zero.
   return std::max<int64_t>(0, ahead.outside_block + *in_block);

@@ -69,14 +69,14 @@ struct AttemptReport {
 
 struct PoolStats {
   std::string name;
-  int64_t queued = 0;        // QUEUED rows in the store (the whole backlog)
-  size_t in_memory = 0;      // of which in the channel
+  int64_t queued = 0;    // QUEUED rows in the store (the whole backlog)
+  size_t in_memory = 0;  // of which in the channel
   int64_t running = 0;
   int workers = 0;
   int workers_busy = 0;
   int64_t max_queued = 0;
-  std::optional<int64_t> oldest_queued_ms;  // created_at of the oldest QUEUED task
-  int64_t completed_last_minute = 0;        // tasks that ended DONE or FAILED
+  std::optional<int64_t> oldest_queued_ms;     // created_at of the oldest QUEUED task
+  int64_t completed_last_minute = 0;           // tasks that ended DONE or FAILED
   std::vector<int64_t> throughput_per_minute;  // the last 15 minutes, oldest first
   std::vector<BackendSnapshot> backends;
 };

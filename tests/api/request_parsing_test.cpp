@@ -8,7 +8,8 @@ TEST_CASE("list queries: bounds and names") {
   auto q = parse_list_query({});
   REQUIRE(q.ok());
   CHECK(q->limit == 50);
-  q = parse_list_query({{"status", "done"}, {"type", "image"}, {"limit", "1000"}, {"cursor", "abc"}});
+  q = parse_list_query(
+      {{"status", "done"}, {"type", "image"}, {"limit", "1000"}, {"cursor", "abc"}});
   REQUIRE(q.ok());
   CHECK(q->status == TaskState::kDone);
   CHECK(q->type == "image");

@@ -27,12 +27,13 @@ TEST_CASE("images answers: the first b64_json image is decoded - anything else i
   CHECK(is_images_answer(R"({"data":[{"url":"http://127.0.0.1/x.png"}]})"));
   CHECK_FALSE(first_image_from_answer(R"({"data":[{"url":"http://127.0.0.1/x.png"}]})"));
 
-  for (std::string bad : {std::string("not json"), std::string("[]"), std::string(R"({"data":[]})"),
-                          std::string(R"({"data":{}})"), std::string(R"({"data":["x"]})"),
-                          std::string(R"({"data":[{}]})"), std::string(R"({"data":[{"url":7}]})"),
-                          std::string(R"({"data":[{"b64_json":"@@not base64"}]})"),
-                          std::string(R"({"data":[{"b64_json":5}]})"),
-                          std::string("{\"data\":[{\"url\":\"x\"}]}\0", 23)}) {  // valid JSON, then a NUL
+  for (std::string bad :
+       {std::string("not json"), std::string("[]"), std::string(R"({"data":[]})"),
+        std::string(R"({"data":{}})"), std::string(R"({"data":["x"]})"),
+        std::string(R"({"data":[{}]})"), std::string(R"({"data":[{"url":7}]})"),
+        std::string(R"({"data":[{"b64_json":"@@not base64"}]})"),
+        std::string(R"({"data":[{"b64_json":5}]})"),
+        std::string("{\"data\":[{\"url\":\"x\"}]}\0", 23)}) {  // valid JSON, then a NUL
     CAPTURE(bad);
     CHECK_FALSE(is_images_answer(bad));
     CHECK_FALSE(first_image_from_answer(bad).has_value());

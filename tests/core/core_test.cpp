@@ -72,7 +72,8 @@ TEST_CASE("URLs: http and https only - ports and paths kept") {
 }
 
 TEST_CASE("base64 round trips and rejects what is not base64") {
-  for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foob", "fooba", "foobar", std::string("\0\xff\x10", 3)}) {
+  for (const std::string& s : std::vector<std::string>{"", "f", "fo", "foo", "foob", "fooba",
+                                                       "foobar", std::string("\0\xff\x10", 3)}) {
     CHECK(base64_decode(base64_encode(s)) == s);
     CHECK(base64url_decode(base64url_encode(s)) == s);
   }
@@ -94,8 +95,8 @@ TEST_CASE("durations for --retain-final: a number and a unit, or seconds") {
   CHECK(parse_duration_s("12h") == 43200);
   CHECK(parse_duration_s("7d") == 604800);
   CHECK(parse_duration_s("36500d") == 36500LL * 86400);
-  for (const char* bad : {"", "d", "7x", "-1d", "1.5h", " 7d", "7d ", "7dd", "1e3",
-                          "36501d", "99999999999s", "1234567890123"}) {
+  for (const char* bad : {"", "d", "7x", "-1d", "1.5h", " 7d", "7d ", "7dd", "1e3", "36501d",
+                          "99999999999s", "1234567890123"}) {
     CAPTURE(bad);
     CHECK_FALSE(parse_duration_s(bad).has_value());
   }

@@ -31,8 +31,8 @@ class Submitters {
         for (int i = 0; !stop_ && i < per_client; ++i) {
           std::this_thread::sleep_for(std::chrono::milliseconds(pace_ms));
           std::string prompt = "c" + std::to_string(c) + "-" + std::to_string(i);
-          auto r = cli.Post("/api/v1/image/async", json{{"prompt", prompt}}.dump(),
-                            "application/json");
+          auto r =
+              cli.Post("/api/v1/image/async", json{{"prompt", prompt}}.dump(), "application/json");
           if (!r) {
             if (stop_) break;
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -86,7 +86,8 @@ std::map<std::string, int64_t> served_by_prompt(std::vector<MockBackend*> mocks)
 
 }  // namespace
 
-TEST_CASE("e2e crash: kill -9 mid-stream loses no acknowledged task and reruns none that was DONE") {
+TEST_CASE(
+    "e2e crash: kill -9 mid-stream loses no acknowledged task and reruns none that was DONE") {
   TempDir dir;
   MockBackend b1(dir, {"--latency-ms", "150"}), b2(dir, {"--latency-ms", "150"}),
       b3(dir, {"--latency-ms", "150"});
@@ -160,11 +161,13 @@ TEST_CASE("e2e shutdown: SIGTERM under load exits 0 - loses nothing - keeps atte
     // Both slots are busy with 3 s attempts: the 1 s grace runs out and they are interrupted.
     server.process().signal(SIGTERM);
     // While it drains, submits are refused with 503 shutting_down.
-    bool saw_503 = eventually([&] {
-      int status = 0;
-      json r = server.post("/api/v1/image/async", R"({"prompt":"late"})", &status);
-      return status == 503 && r["error"]["code"] == "shutting_down";
-    }, std::chrono::seconds(3), std::chrono::milliseconds(20));
+    bool saw_503 = eventually(
+        [&] {
+          int status = 0;
+          json r = server.post("/api/v1/image/async", R"({"prompt":"late"})", &status);
+          return status == 503 && r["error"]["code"] == "shutting_down";
+        },
+        std::chrono::seconds(3), std::chrono::milliseconds(20));
     CHECK(saw_503);
     CHECK(server.process().wait(std::chrono::seconds(20)) == 0);
     clients.stop();
@@ -202,7 +205,8 @@ TEST_CASE("e2e priorities: higher first and age within a priority") {
   Server server(dir, {"--fall", "1", "--rise", "1"}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
   // The only backend is down: everything waits in the queue.
-  REQUIRE(eventually([&] { return server.get("/api/v1/backends")["backends"][0]["state"] == "down"; }));
+  REQUIRE(
+      eventually([&] { return server.get("/api/v1/backends")["backends"][0]["state"] == "down"; }));
   std::vector<std::pair<json, std::string>> submitted;
   const json priorities = {1, 9, 5, "low", 9, "high", 0, 5, "normal", 7};
   for (size_t i = 0; i < priorities.size(); ++i) {
@@ -226,7 +230,8 @@ TEST_CASE("e2e priorities: higher first and age within a priority") {
     order.emplace_back(done["started_at"], id);
   }
   std::sort(order.begin(), order.end());
-  // Expected: priority 9 (i=1, i=4), 8 (i=5), 7 (i=9), 5 (i=2, i=7, i=8), 2 (i=3), 1 (i=0), 0 (i=6).
+  // Expected: priority 9 (i=1, i=4), 8 (i=5), 7 (i=9), 5 (i=2, i=7, i=8), 2 (i=3), 1 (i=0), 0
+  // (i=6).
   std::vector<size_t> expected = {1, 4, 5, 9, 2, 7, 8, 3, 0, 6};
   for (size_t k = 0; k < expected.size(); ++k) {
     CAPTURE(k);
@@ -234,7 +239,8 @@ TEST_CASE("e2e priorities: higher first and age within a priority") {
   }
 }
 
-TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurrent - across restarts") {
+TEST_CASE(
+    "e2e idempotency: repeats return the first task - sequential - concurrent - across restarts") {
   TempDir dir;
   std::string data = dir.file("data");
   std::string first_id;
@@ -242,10 +248,12 @@ TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurr
     Server server(dir, {}, {}, data);  // no backend: tasks stay QUEUED
     REQUIRE(server.started());
     int status = 0;
-    json a = server.post("/api/v1/image/async", R"({"prompt":"x","idempotency_key":"order-17"})", &status);
+    json a = server.post("/api/v1/image/async", R"({"prompt":"x","idempotency_key":"order-17"})",
+                         &status);
     REQUIRE(status == 202);
     first_id = a["task_id"];
-    json b = server.post("/api/v1/image/async", R"({"prompt":"different","idempotency_key":"order-17"})", &status);
+    json b = server.post("/api/v1/image/async",
+                         R"({"prompt":"different","idempotency_key":"order-17"})", &status);
     CHECK(status == 200);
     CHECK(b["task_id"] == first_id);
     CHECK(b["payload"]["prompt"] == "x");
@@ -257,7 +265,8 @@ TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurr
     // On one kept-alive connection: a first, then repeats of it and of order-17.
     auto c = server.client();
     c.set_keep_alive(true);
-    const std::string body = R"({"type":"image","payload":{"prompt":"k"},"idempotency_key":"conn-1"})";
+    const std::string body =
+        R"({"type":"image","payload":{"prompt":"k"},"idempotency_key":"conn-1"})";
     auto r1 = c.Post("/api/v1/tasks", body, "application/json");
     REQUIRE(r1);
     CHECK(r1->status == 202);
@@ -269,7 +278,8 @@ TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurr
       REQUIRE(r);
       CHECK(r->status == 200);
       CHECK(r->get_header_value("Content-Type") == "application/json");
-      CHECK(json::parse(r->body)["task_id"] == (std::string(key) == "order-17" ? first_id : conn_id));
+      CHECK(json::parse(r->body)["task_id"] ==
+            (std::string(key) == "order-17" ? first_id : conn_id));
     }
 
     // 16 concurrent repeats of a new key: one 202, fifteen 200s, one task.
@@ -298,7 +308,8 @@ TEST_CASE("e2e idempotency: repeats return the first task - sequential - concurr
   Server again(dir, {}, {}, data);
   REQUIRE(again.started());
   int status = 0;
-  json c = again.post("/api/v1/image/async", R"({"prompt":"x","idempotency_key":"order-17"})", &status);
+  json c =
+      again.post("/api/v1/image/async", R"({"prompt":"x","idempotency_key":"order-17"})", &status);
   CHECK(status == 200);
   CHECK(c["task_id"] == first_id);
   CHECK(again.count_rows() == 3);
@@ -309,7 +320,8 @@ TEST_CASE("e2e backlog: 429 with Retry-After at --max-queued and nothing written
   Server server(dir, {"--max-queued", "5"});
   REQUIRE(server.started());
   int status = 0;
-  json keyed = server.post("/api/v1/image/async", R"({"prompt":"fill","idempotency_key":"k5"})", &status);
+  json keyed =
+      server.post("/api/v1/image/async", R"({"prompt":"fill","idempotency_key":"k5"})", &status);
   REQUIRE(status == 202);
   for (int i = 0; i < 4; ++i) {
     server.post("/api/v1/image/async", R"({"prompt":"fill"})", &status);
@@ -321,11 +333,13 @@ TEST_CASE("e2e backlog: 429 with Retry-After at --max-queued and nothing written
   CHECK(r->status == 429);
   CHECK(!r->get_header_value("Retry-After").empty());
   CHECK(json::parse(r->body)["error"]["code"] == "backlog_full");
-  json batch = server.post("/api/v1/tasks/batch", R"({"tasks":[{"type":"image","payload":{"prompt":"b"}}]})", &status);
+  json batch = server.post("/api/v1/tasks/batch",
+                           R"({"tasks":[{"type":"image","payload":{"prompt":"b"}}]})", &status);
   CHECK(status == 429);
   CHECK(server.count_rows() == 5);
   // A repeat of an existing key is still answered: it adds nothing to the backlog.
-  json repeat = server.post("/api/v1/image/async", R"({"prompt":"fill","idempotency_key":"k5"})", &status);
+  json repeat =
+      server.post("/api/v1/image/async", R"({"prompt":"fill","idempotency_key":"k5"})", &status);
   CHECK(status == 200);
   CHECK(repeat["task_id"] == keyed["task_id"]);
   CHECK(server.count_rows() == 5);
@@ -338,12 +352,21 @@ TEST_CASE("e2e backlog: a channel of 4 runs a backlog of 40 in priority order") 
   Server server(dir, {"--queue-capacity", "4", "--fall", "1", "--rise", "1"},
                 {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
-  REQUIRE(eventually([&] { return server.get("/api/v1/backends")["backends"][0]["state"] == "down"; }));
+  REQUIRE(
+      eventually([&] { return server.get("/api/v1/backends")["backends"][0]["state"] == "down"; }));
   std::vector<std::string> low, high;
   for (int i = 0; i < 20; ++i) {
     int st = 0;
-    low.push_back(server.post("/api/v1/tasks", json{{"type", "image"}, {"payload", {{"prompt", "l" + std::to_string(i)}}}, {"priority", 1}}.dump(), &st)["task_id"]);
-    high.push_back(server.post("/api/v1/tasks", json{{"type", "image"}, {"payload", {{"prompt", "h" + std::to_string(i)}}}, {"priority", 8}}.dump(), &st)["task_id"]);
+    low.push_back(server.post(
+        "/api/v1/tasks",
+        json{{"type", "image"}, {"payload", {{"prompt", "l" + std::to_string(i)}}}, {"priority", 1}}
+            .dump(),
+        &st)["task_id"]);
+    high.push_back(server.post(
+        "/api/v1/tasks",
+        json{{"type", "image"}, {"payload", {{"prompt", "h" + std::to_string(i)}}}, {"priority", 8}}
+            .dump(),
+        &st)["task_id"]);
   }
   json q = server.get("/api/v1/stats/queues")["queues"][0];
   CHECK(q["depth"] == 40);
@@ -392,8 +415,9 @@ TEST_CASE("e2e data dir: a second server on the same data folder is refused") {
   TempDir dir;
   Server first(dir);
   REQUIRE(first.started());
-  Process second({taskserver_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", first.data_dir()},
-                 {}, dir.path(), "second");
+  Process second(
+      {taskserver_bin(), "serve", "--listen", "127.0.0.1:0", "--data-dir", first.data_dir()}, {},
+      dir.path(), "second");
   CHECK(second.wait(std::chrono::seconds(20)) == 1);
   CHECK(second.stderr_text().find("in use by another taskserver") != std::string::npos);
 }

@@ -23,7 +23,6 @@ json backend_of(const Server& server, const std::string& url) {
   return nullptr;
 }
 
-
 }  // namespace
 
 TEST_CASE("e2e faults: a killed backend and a flaky one - 300 tasks all DONE within the slots") {
@@ -34,7 +33,8 @@ TEST_CASE("e2e faults: a killed backend and a flaky one - 300 tasks all DONE wit
   int victim_port = victim->port();
   std::string victim_url = victim->url();
   Server server(dir, {"--max-attempts", "10", "--retry-base-ms", "50", "--retry-cap-ms", "400"},
-                {{"IMAGE_GEN_URL_1", steady.url()}, {"IMAGE_GEN_URL_2", flaky.url()},
+                {{"IMAGE_GEN_URL_1", steady.url()},
+                 {"IMAGE_GEN_URL_2", flaky.url()},
                  {"IMAGE_GEN_URL_3", victim_url}});
   REQUIRE(server.started());
 
@@ -42,7 +42,8 @@ TEST_CASE("e2e faults: a killed backend and a flaky one - 300 tasks all DONE wit
   for (int i = 0; i < 300; ++i) ids.push_back(server.submit("t" + std::to_string(i)));
 
   // Kill one backend mid-run; it must be marked down within fall x interval (3 x 200 ms).
-  REQUIRE(eventually([&] { return server.get("/api/v1/stats/queues")["queues"][0]["running"] > 0; }));
+  REQUIRE(
+      eventually([&] { return server.get("/api/v1/stats/queues")["queues"][0]["running"] > 0; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   victim->kill_hard();
   auto killed_at = std::chrono::steady_clock::now();
@@ -82,9 +83,8 @@ TEST_CASE("e2e faults: a killed backend and a flaky one - 300 tasks all DONE wit
   json flaky_state = backend_of(server, flaky.url());
   CHECK(flaky_state["failures"].get<int>() > 0);
   CHECK(flaky_state["latency_ms"]["mean"].get<double>() > 0);
-  MESSAGE("fault test: 300/300 DONE, killed backend down after " << down_after.count()
-                                                                 << " ms; flaky failures "
-                                                                 << flaky_state["failures"]);
+  MESSAGE("fault test: 300/300 DONE, killed backend down after "
+          << down_after.count() << " ms; flaky failures " << flaky_state["failures"]);
 }
 
 TEST_CASE("e2e faults: a 4xx answer fails the task at once without a retry") {
@@ -147,7 +147,8 @@ TEST_CASE("e2e faults: cancel a queued task and a running one") {
   REQUIRE(server.started());
   std::string running = server.submit("long one");
   std::string queued = server.submit("waits behind it");
-  REQUIRE(eventually([&] { return server.get("/api/v1/tasks/" + running)["status"] == "RUNNING"; }));
+  REQUIRE(
+      eventually([&] { return server.get("/api/v1/tasks/" + running)["status"] == "RUNNING"; }));
   CHECK(server.get("/api/v1/tasks/" + queued)["status"] == "QUEUED");
 
   int status = 0;
@@ -234,7 +235,8 @@ TEST_CASE("e2e faults: pools from the config file - one dead pool never blocks a
   }
   std::vector<std::string> finished;
   for (int i = 0; i < 5; ++i) {
-    json d = server.post("/api/v1/tasks", json{{"type", "docs"}, {"payload", {{"doc", i}}}}.dump(), &status);
+    json d = server.post("/api/v1/tasks", json{{"type", "docs"}, {"payload", {{"doc", i}}}}.dump(),
+                         &status);
     REQUIRE(status == 202);
     CHECK(d["max_attempts"] == 4);  // from the config file
     finished.push_back(d["task_id"]);
@@ -248,7 +250,8 @@ TEST_CASE("e2e faults: pools from the config file - one dead pool never blocks a
   // A result of many 64 KiB reads is streamed from disk whole and in order.
   std::string big(300'000, ' ');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7 + i / 977) % 26);
-  json bd = server.post("/api/v1/tasks", json{{"type", "docs"}, {"payload", {{"doc", big}}}}.dump(), &status);
+  json bd = server.post("/api/v1/tasks", json{{"type", "docs"}, {"payload", {{"doc", big}}}}.dump(),
+                        &status);
   REQUIRE(status == 202);
   REQUIRE(server.wait_final(bd["task_id"])["status"] == "DONE");
   json br = server.get("/api/v1/tasks/" + bd["task_id"].get<std::string>() + "/result");

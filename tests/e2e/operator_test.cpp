@@ -4,10 +4,10 @@
 
 #include <unistd.h>
 
+#include <signal.h>
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <signal.h>
 #include <sstream>
 #include <thread>
 
@@ -58,7 +58,8 @@ TEST_CASE("e2e metrics: values move as tasks run and promtool accepts the format
   CHECK(sample(before, "backend_up{pool=\"image\",backend=\"" + b.url() + "\"}") == 1);
   int status = 0;
   for (int i = 0; i < 3; ++i) {
-    json t = server.post("/api/v1/image/async", json{{"prompt", "m" + std::to_string(i)}}.dump(), &status);
+    json t = server.post("/api/v1/image/async", json{{"prompt", "m" + std::to_string(i)}}.dump(),
+                         &status);
     REQUIRE(status == 202);
     server.wait_final(t["task_id"]);
   }
@@ -76,9 +77,12 @@ TEST_CASE("e2e metrics: values move as tasks run and promtool accepts the format
   CHECK(sample(after, "task_failure_total{task_type=\"transcribe\"}") == 1);
   CHECK(sample(after, "tasks_submitted_total{task_type=\"image\"}") == 3);
   CHECK(sample(after, "task_processing_duration_seconds_count{task_type=\"image\"}") == 3);
-  CHECK(sample(after, "task_processing_duration_seconds_bucket{task_type=\"image\",le=\"+Inf\"}") == 3);
-  CHECK(sample(after, "http_requests_total{method=\"POST\",route=\"image_async\",code=\"202\"}") == 3);
-  CHECK(sample(after, "backend_requests_total{pool=\"image\",backend=\"" + b.url() + "\",outcome=\"done\"}") == 3);
+  CHECK(sample(after, "task_processing_duration_seconds_bucket{task_type=\"image\",le=\"+Inf\"}") ==
+        3);
+  CHECK(sample(after, "http_requests_total{method=\"POST\",route=\"image_async\",code=\"202\"}") ==
+        3);
+  CHECK(sample(after, "backend_requests_total{pool=\"image\",backend=\"" + b.url() +
+                          "\",outcome=\"done\"}") == 3);
   CHECK(sample(after, "backend_inflight{pool=\"image\",backend=\"" + b.url() + "\"}") == 0);
   CHECK(after.find("# TYPE task_processing_duration_seconds histogram") != std::string::npos);
   CHECK(after.find("worker_pool_active{pool=\"image\"}") != std::string::npos);
@@ -121,7 +125,8 @@ TEST_CASE("e2e ready: 503 naming the pool while all its backends are down - 200 
     return status == 503;
   }));
   CHECK(r["ready"] == false);
-  CHECK(r["reasons"][0].get<std::string>().find("pool image has no healthy backend") != std::string::npos);
+  CHECK(r["reasons"][0].get<std::string>().find("pool image has no healthy backend") !=
+        std::string::npos);
   b.set_healthy(true);
   CHECK(eventually([&] {
     server.get("/ready", &status);
@@ -172,7 +177,9 @@ TEST_CASE("e2e limits: bodies over --max-body get 413 and write nothing") {
   json r = server.post("/api/v1/image/async", big, &status);
   CHECK(status == 413);
   CHECK(r["error"]["code"] == "payload_too_large");
-  r = server.post("/api/v1/tasks", R"({"type":"image","payload":{"prompt":")" + std::string(5000, 'y') + "\"}}", &status);
+  r = server.post("/api/v1/tasks",
+                  R"({"type":"image","payload":{"prompt":")" + std::string(5000, 'y') + "\"}}",
+                  &status);
   CHECK(status == 413);
   CHECK(server.count_rows() == 0);
   server.post("/api/v1/image/async", R"({"prompt":"small"})", &status);
@@ -227,14 +234,16 @@ TEST_CASE("e2e cli: submit --wait - status - cancel - list and exit codes script
     return v;
   };
   int code = -1;
-  std::string out = run_cli(dir, with({"submit", "--prompt", "cli fox", "--wait", "-q"}), &code, "cli1");
+  std::string out =
+      run_cli(dir, with({"submit", "--prompt", "cli fox", "--wait", "-q"}), &code, "cli1");
   CHECK(code == 0);
   CHECK(out.find("/api/images/") != std::string::npos);
   std::string id = out.substr(0, 26);
   out = run_cli(dir, with({"status", id}), &code, "cli2");
   CHECK(code == 0);
   CHECK(out.find("DONE") != std::string::npos);
-  out = run_cli(dir, with({"submit", "--type", "transcribe", "--payload", "{}", "--wait", "-q"}), &code, "cli3");
+  out = run_cli(dir, with({"submit", "--type", "transcribe", "--payload", "{}", "--wait", "-q"}),
+                &code, "cli3");
   CHECK(code == 1);  // FAILED
   out = run_cli(dir, with({"submit", "--prompt", "to cancel", "--priority", "low"}), &code, "cli4");
   CHECK(code == 0);
@@ -256,8 +265,10 @@ TEST_CASE("e2e cli: submit --wait - status - cancel - list and exit codes script
   MockBackend slow(slow_dir, {"--latency-ms", "10000"});
   Server slow_server(slow_dir, {"--shutdown-grace", "0"}, {{"IMAGE_GEN_URL", slow.url()}});
   REQUIRE(slow_server.started());
-  out = run_cli(dir, {"submit", "--server", slow_server.url(), "--prompt", "slow", "--wait",
-                      "--timeout", "1", "-q"}, &code, "cli10");
+  out = run_cli(dir,
+                {"submit", "--server", slow_server.url(), "--prompt", "slow", "--wait", "--timeout",
+                 "1", "-q"},
+                &code, "cli10");
   CHECK(code == 3);
 }
 
@@ -266,12 +277,14 @@ TEST_CASE("e2e listen: binding beyond loopback without a token logs a warning") 
   Process p({taskserver_bin(), "serve", "--listen", "0.0.0.0:0", "--data-dir", dir.file("data")},
             {}, dir.path(), "open");
   REQUIRE(!p.wait_listening(std::chrono::seconds(20)).empty());
-  CHECK(eventually([&] { return p.stderr_text().find("without --api-token") != std::string::npos; }));
+  CHECK(
+      eventually([&] { return p.stderr_text().find("without --api-token") != std::string::npos; }));
   p.signal(SIGTERM);
   CHECK(p.wait(std::chrono::seconds(20)) == 0);
 }
 
-TEST_CASE("e2e retention: --retain-final deletes old final tasks with their results - nothing else") {
+TEST_CASE(
+    "e2e retention: --retain-final deletes old final tasks with their results - nothing else") {
   TempDir dir;
   MockBackend b(dir, {"--latency-ms", "10"});
   // The transcribe pool's only backend is a closed port: its tasks stay QUEUED.
@@ -297,20 +310,22 @@ TEST_CASE("e2e retention: --retain-final deletes old final tasks with their resu
     CHECK(std::ifstream(server.data_dir() + "/results/" + id).good());
   }
   std::string repeat = server.post("/api/v1/tasks",
-                                    R"({"type":"image","payload":{"prompt":"two"},)"
-                                    R"("idempotency_key":"kept-while-the-task-is"})",
-                                    &status)["task_id"];
+                                   R"({"type":"image","payload":{"prompt":"two"},)"
+                                   R"("idempotency_key":"kept-while-the-task-is"})",
+                                   &status)["task_id"];
   CHECK(status == 200);  // the first task, still there
   CHECK(repeat == old[1]);
 
   // Gone within the 2 s plus a round (1 s): rows, attempts, results; counted in the totals.
-  CHECK(eventually([&] {
-    for (const std::string& id : old) {
-      server.get("/api/v1/tasks/" + id, &status);
-      if (status != 404) return false;
-    }
-    return true;
-  }, std::chrono::seconds(15)));
+  CHECK(eventually(
+      [&] {
+        for (const std::string& id : old) {
+          server.get("/api/v1/tasks/" + id, &status);
+          if (status != 404) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(15)));
   // Files and totals follow each commit, and the counter follows them.
   CHECK(eventually([&] { return sample(metrics_text(server), "tasks_purged_total") == 3; }));
   for (const std::string& id : old) {
@@ -328,10 +343,12 @@ TEST_CASE("e2e retention: --retain-final deletes old final tasks with their resu
     CHECK(db.execAndGet("SELECT COUNT(*) FROM tasks").getInt64() == 2);
     // No attempt or webhook delivery is left of a deleted task.
     CHECK(db.execAndGet("SELECT COUNT(*) FROM attempts WHERE task_seq NOT IN "
-                        "(SELECT seq FROM tasks)").getInt64() == 0);
+                        "(SELECT seq FROM tasks)")
+              .getInt64() == 0);
     CHECK(db.execAndGet("SELECT COUNT(*) FROM attempts").getInt64() >= 1);  // the kept DONE's
     CHECK(db.execAndGet("SELECT COUNT(*) FROM webhook_deliveries WHERE task_seq NOT IN "
-                        "(SELECT seq FROM tasks)").getInt64() == 0);
+                        "(SELECT seq FROM tasks)")
+              .getInt64() == 0);
   }
   // Not final, or its webhook still due: kept, however old.
   json q = server.get("/api/v1/tasks/" + queued["task_id"].get<std::string>(), &status);
@@ -354,16 +371,18 @@ TEST_CASE("e2e retention: --retain-final deletes old final tasks with their resu
   int64_t rows = server.count_rows();
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // `again` is 1 s old
   int bind_code = 0;
-  std::string bind_out = run_cli(dir, {"serve", "--listen", "127.0.0.1:" + std::to_string(b.port()),
-                                       "--data-dir", server.data_dir(), "--retain-final", "1s"},
+  std::string bind_out = run_cli(dir,
+                                 {"serve", "--listen", "127.0.0.1:" + std::to_string(b.port()),
+                                  "--data-dir", server.data_dir(), "--retain-final", "1s"},
                                  &bind_code, "port-taken");
   CHECK(bind_code == 1);
   CHECK(server.count_rows() == rows);
 
   // A retention that is not a duration is refused.
   int code = 0;
-  std::string out = run_cli(dir, {"serve", "--listen", "127.0.0.1:0", "--data-dir",
-                                  dir.path() + "/other", "--retain-final", "7x"},
+  std::string out = run_cli(dir,
+                            {"serve", "--listen", "127.0.0.1:0", "--data-dir",
+                             dir.path() + "/other", "--retain-final", "7x"},
                             &code, "bad-retention");
   CHECK(code > 0);
   CHECK(out.find("--retain-final: must be a duration such as 7d") != std::string::npos);

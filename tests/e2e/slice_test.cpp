@@ -17,8 +17,10 @@ TEST_CASE("e2e slice: 60 image tasks run round-robin on three backends and retur
   REQUIRE(!b1.url().empty());
   REQUIRE(!b3.url().empty());
   // Gaps in the numbering are allowed.
-  Server server(dir, {}, {{"IMAGE_GEN_URL_1", b1.url()}, {"IMAGE_GEN_URL_2", b2.url()},
-                          {"IMAGE_GEN_URL_5", b3.url()}});
+  Server server(dir, {},
+                {{"IMAGE_GEN_URL_1", b1.url()},
+                 {"IMAGE_GEN_URL_2", b2.url()},
+                 {"IMAGE_GEN_URL_5", b3.url()}});
   REQUIRE(server.started());
 
   std::vector<std::string> ids(60);
@@ -67,9 +69,10 @@ TEST_CASE("e2e slice: the seed shapes and the generic task API agree") {
   REQUIRE(server.started());
 
   int status = 0;
-  json t = server.post("/api/v1/tasks",
-                       R"({"type":"image","payload":{"prompt":"a red fox","n":1,"size":"64x64","response_format":"b64_json"}})",
-                       &status);
+  json t = server.post(
+      "/api/v1/tasks",
+      R"({"type":"image","payload":{"prompt":"a red fox","n":1,"size":"64x64","response_format":"b64_json"}})",
+      &status);
   REQUIRE(status == 202);
   std::string id = t["task_id"];
   CHECK(id.size() == 26);
@@ -126,7 +129,8 @@ TEST_CASE("e2e slice: bad input gets a JSON error with the right code and writes
   CHECK(r["error"]["field"] == "type");
   r = server.post("/api/v1/tasks", R"({"type":"image","payload":{"prompt":7}})", &status);
   expect_error(status, r, 422, "invalid_field");
-  r = server.post("/api/v1/tasks", R"({"type":"image","payload":{"prompt":"x"},"priority":10})", &status);
+  r = server.post("/api/v1/tasks", R"({"type":"image","payload":{"prompt":"x"},"priority":10})",
+                  &status);
   expect_error(status, r, 422, "invalid_field");
   CHECK(r["error"]["field"] == "priority");
   r = server.post("/api/v1/image/async", "\x89PNG....", &status, "image/png");

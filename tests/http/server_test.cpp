@@ -32,7 +32,9 @@ class RawClient {
     REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
   }
   ~RawClient() { ::close(fd_); }
-  void send(const std::string& s) { REQUIRE(::send(fd_, s.data(), s.size(), 0) == (ssize_t)s.size()); }
+  void send(const std::string& s) {
+    REQUIRE(::send(fd_, s.data(), s.size(), 0) == (ssize_t)s.size());
+  }
   // Reads until `want` responses ("HTTP/1.1 " count) are in, the peer closes, or ms pass.
   std::string read_responses(int want, int ms, bool* closed = nullptr) {
     auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);

@@ -11,7 +11,8 @@ TEST_CASE("a task request: defaults - words for priorities - bounds by field") {
   REQUIRE(t.ok());
   CHECK(t->priority == 5);
   CHECK_FALSE(t->max_attempts);
-  t = parse_task_request(R"({"type":"image","payload":{"prompt":"x"},"priority":"high","max_attempts":7,"timeout_s":30,"idempotency_key":"k","webhook_url":"https://example.com/hook"})");
+  t = parse_task_request(
+      R"({"type":"image","payload":{"prompt":"x"},"priority":"high","max_attempts":7,"timeout_s":30,"idempotency_key":"k","webhook_url":"https://example.com/hook"})");
   REQUIRE(t.ok());
   CHECK(t->priority == 8);
   CHECK(t->max_attempts == 7);
@@ -24,18 +25,30 @@ TEST_CASE("a task request: defaults - words for priorities - bounds by field") {
     const char* field;
   };
   for (const Bad& b : std::initializer_list<Bad>{
-           {R"({"type":"image","payload":{"prompt":"x"},"priority":10})", Code::kInvalid, "priority"},
-           {R"({"type":"image","payload":{"prompt":"x"},"priority":-1})", Code::kInvalid, "priority"},
-           {R"({"type":"image","payload":{"prompt":"x"},"priority":1e300})", Code::kInvalid, "priority"},
-           {R"({"type":"image","payload":{"prompt":"x"},"priority":2.5})", Code::kInvalid, "priority"},
-           {R"({"type":"image","payload":{"prompt":"x"},"priority":"urgent"})", Code::kInvalid, "priority"},
-           {R"({"type":"image","payload":{"prompt":"x"},"priority":18446744073709551615})", Code::kInvalid, "priority"},
-           {R"({"type":"image","payload":{"prompt":"x"},"max_attempts":0})", Code::kInvalid, "max_attempts"},
-           {R"({"type":"image","payload":{"prompt":"x"},"max_attempts":101})", Code::kInvalid, "max_attempts"},
-           {R"({"type":"image","payload":{"prompt":"x"},"timeout_s":86401})", Code::kInvalid, "timeout_s"},
-           {R"({"type":"image","payload":{"prompt":"x"},"idempotency_key":""})", Code::kInvalid, "idempotency_key"},
-           {R"({"type":"image","payload":{"prompt":"x"},"webhook_url":"ftp://x"})", Code::kInvalid, "webhook_url"},
-           {R"({"type":"image","payload":{"prompt":"x"},"webhook_url":"file:///etc/passwd"})", Code::kInvalid, "webhook_url"},
+           {R"({"type":"image","payload":{"prompt":"x"},"priority":10})", Code::kInvalid,
+            "priority"},
+           {R"({"type":"image","payload":{"prompt":"x"},"priority":-1})", Code::kInvalid,
+            "priority"},
+           {R"({"type":"image","payload":{"prompt":"x"},"priority":1e300})", Code::kInvalid,
+            "priority"},
+           {R"({"type":"image","payload":{"prompt":"x"},"priority":2.5})", Code::kInvalid,
+            "priority"},
+           {R"({"type":"image","payload":{"prompt":"x"},"priority":"urgent"})", Code::kInvalid,
+            "priority"},
+           {R"({"type":"image","payload":{"prompt":"x"},"priority":18446744073709551615})",
+            Code::kInvalid, "priority"},
+           {R"({"type":"image","payload":{"prompt":"x"},"max_attempts":0})", Code::kInvalid,
+            "max_attempts"},
+           {R"({"type":"image","payload":{"prompt":"x"},"max_attempts":101})", Code::kInvalid,
+            "max_attempts"},
+           {R"({"type":"image","payload":{"prompt":"x"},"timeout_s":86401})", Code::kInvalid,
+            "timeout_s"},
+           {R"({"type":"image","payload":{"prompt":"x"},"idempotency_key":""})", Code::kInvalid,
+            "idempotency_key"},
+           {R"({"type":"image","payload":{"prompt":"x"},"webhook_url":"ftp://x"})", Code::kInvalid,
+            "webhook_url"},
+           {R"({"type":"image","payload":{"prompt":"x"},"webhook_url":"file:///etc/passwd"})",
+            Code::kInvalid, "webhook_url"},
            {R"({"type":"image","payload":"x"})", Code::kInvalid, "payload"},
            {R"({"type":"image","payload":{}})", Code::kInvalid, "payload.prompt"},
            {R"({"type":"image"})", Code::kInvalid, "payload.prompt"},
@@ -61,7 +74,8 @@ TEST_CASE("a task request: defaults - words for priorities - bounds by field") {
 }
 
 TEST_CASE("deep nesting is refused before parsing") {
-  std::string deep = R"({"type":"x","payload":)" + std::string(10000, '[') + std::string(10000, ']') + "}";
+  std::string deep =
+      R"({"type":"x","payload":)" + std::string(10000, '[') + std::string(10000, ']') + "}";
   auto r = parse_task_request(deep);
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == Code::kMalformed);
@@ -71,7 +85,8 @@ TEST_CASE("deep nesting is refused before parsing") {
 }
 
 TEST_CASE("the seed image shape: options out - the rest is the payload") {
-  auto t = parse_image_request(R"({"prompt":"fox","n":2,"size":"512x512","priority":"low","idempotency_key":"k1"})");
+  auto t = parse_image_request(
+      R"({"prompt":"fox","n":2,"size":"512x512","priority":"low","idempotency_key":"k1"})");
   REQUIRE(t.ok());
   CHECK(t->type == "image");
   CHECK(t->priority == 2);

@@ -29,7 +29,7 @@ TEST_CASE("blob folders: temporaries of earlier processes are swept - this one's
   make(".tmp-0-1", now);                            // another process's
   make(mine + "old", now - std::chrono::hours(1));  // an earlier process with this pid
   make(mine + "new", now);                          // this process's, being written
-  make(blobs->temp_path().substr(blobs->dir().size() + 1), now);  // likewise
+  make(blobs->temp_path().substr(blobs->dir().size() + 1), now);    // likewise
   make("0123456789abcdefghjkmnpqrs", now - std::chrono::hours(1));  // a result
   std::atomic<bool> stop{false};
   CHECK(blobs->sweep_temporaries(stop, now) == 2);

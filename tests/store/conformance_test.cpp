@@ -78,9 +78,8 @@ TEST_CASE_TEMPLATE("state changes are guarded by the state they expect", Stores,
   ManualClock clock;
   auto store = stores.open(clock);
   std::vector<TaskChange> heard;
-  store->set_commit_listener([&](const std::vector<TaskChange>& c) {
-    heard.insert(heard.end(), c.begin(), c.end());
-  });
+  store->set_commit_listener(
+      [&](const std::vector<TaskChange>& c) { heard.insert(heard.end(), c.begin(), c.end()); });
   Task t = make_task(clock);
   auto ins = store->insert(t);
   REQUIRE(ins.ok());
@@ -121,7 +120,8 @@ TEST_CASE_TEMPLATE("state changes are guarded by the state they expect", Stores,
   CHECK(heard[2].to == TaskState::kDone);
 }
 
-TEST_CASE_TEMPLATE("idempotency keys: a repeat names the first task - also under concurrency", Stores, TS_STORES) {
+TEST_CASE_TEMPLATE("idempotency keys: a repeat names the first task - also under concurrency",
+                   Stores, TS_STORES) {
   Stores stores;
   ManualClock clock;
   auto store = stores.open(clock);
@@ -144,7 +144,8 @@ TEST_CASE_TEMPLATE("idempotency keys: a repeat names the first task - also under
   CHECK(count_all(*store) == 1);
 }
 
-TEST_CASE_TEMPLATE("concurrent plain inserts are grouped and each gets its own row", Stores, TS_STORES) {
+TEST_CASE_TEMPLATE("concurrent plain inserts are grouped and each gets its own row", Stores,
+                   TS_STORES) {
   Stores stores;
   ManualClock clock;
   auto store = stores.open(clock);
@@ -179,7 +180,8 @@ TEST_CASE_TEMPLATE("concurrent plain inserts are grouped and each gets its own r
   CHECK(count_all(*store) == kThreads * kEach + 1);
 }
 
-TEST_CASE_TEMPLATE("a duplicate among grouped plain inserts fails alone, however the group falls", Stores, TS_STORES) {
+TEST_CASE_TEMPLATE("a duplicate among grouped plain inserts fails alone, however the group falls",
+                   Stores, TS_STORES) {
   // The writer inserts new tasks many rows per statement, OR ROLLBACK; when one row fails the
   // whole transaction is undone and redone row by row. With 16 threads inserting at once the
   // duplicates land in groups with other rows: only the duplicates may fail.
@@ -223,7 +225,8 @@ TEST_CASE_TEMPLATE("a duplicate among grouped plain inserts fails alone, however
   for (const TaskChange& c : changes) CHECK(seqs.count(c.seq) == 1);
 }
 
-TEST_CASE_TEMPLATE("insert_async: the callback hears the outcome once the row is committed", Stores, TS_STORES) {
+TEST_CASE_TEMPLATE("insert_async: the callback hears the outcome once the row is committed", Stores,
+                   TS_STORES) {
   Stores stores;
   ManualClock clock;
   auto store = stores.open(clock);
@@ -327,7 +330,8 @@ TEST_CASE_TEMPLATE("a batch is all or nothing", Stores, TS_STORES) {
   CHECK(count_all(*store) == 2);
 }
 
-TEST_CASE_TEMPLATE("the ready order is priority - then age - delayed retries wait", Stores, TS_STORES) {
+TEST_CASE_TEMPLATE("the ready order is priority - then age - delayed retries wait", Stores,
+                   TS_STORES) {
   Stores stores;
   ManualClock clock;
   auto store = stores.open(clock);
@@ -342,8 +346,8 @@ TEST_CASE_TEMPLATE("the ready order is priority - then age - delayed retries wai
   REQUIRE(rows.ok());
   std::vector<int64_t> order;
   for (auto& r : *rows) order.push_back(r.seq);
-  CHECK(order == std::vector<int64_t>{tasks[1].seq, tasks[4].seq, tasks[0].seq, tasks[2].seq,
-                                      tasks[3].seq});
+  CHECK(order ==
+        std::vector<int64_t>{tasks[1].seq, tasks[4].seq, tasks[0].seq, tasks[2].seq, tasks[3].seq});
   // Excluded rows are skipped, and the limit still holds.
   auto some = store->fetch_ready("image", 2, {tasks[1].seq}, clock.now_ms());
   REQUIRE(some->size() == 2);
@@ -423,4 +427,3 @@ TEST_CASE_TEMPLATE("lists page newest first by cursor", Stores, TS_STORES) {
   q.status = TaskState::kDone;
   CHECK(store->list(q)->empty());
 }
-

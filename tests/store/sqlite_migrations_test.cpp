@@ -39,7 +39,8 @@ TEST_CASE("migrations apply once - in order - each in its own transaction") {
   REQUIRE(r.ok());
   CHECK(r->from_version == 0);
   CHECK(r->to_version == 3);
-  CHECK(r->applied == std::vector<std::string>{"0001_first.sql", "0002_second.sql", "0003_third.sql"});
+  CHECK(r->applied ==
+        std::vector<std::string>{"0001_first.sql", "0002_second.sql", "0003_third.sql"});
   SQLite::Statement q(db, "SELECT group_concat(what, ',') FROM log");
   q.executeStep();
   CHECK(q.getColumn(0).getString() == "first,second,third");
@@ -86,4 +87,3 @@ TEST_CASE("the built-in migrations have distinct numbers and build the task tabl
   REQUIRE(list->size() >= 2);
   CHECK(list->front().name == "0001_init.sql");
 }
-

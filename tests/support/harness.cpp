@@ -8,11 +8,11 @@
 #include <unistd.h>
 
 #include <climits>
-#include <stdexcept>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 extern char** environ;
@@ -159,8 +159,9 @@ MockBackend::MockBackend(const TempDir& dir, std::vector<std::string> extra_args
   std::vector<std::string> args = {taskserver_bin(), "mock-backend", "--listen",
                                    "127.0.0.1:" + std::to_string(port)};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  proc_ = std::make_unique<Process>(args, std::map<std::string, std::string>{}, dir.path(),
-                                    "mock" + std::to_string(++n) + "-" + std::to_string(::getpid()));
+  proc_ =
+      std::make_unique<Process>(args, std::map<std::string, std::string>{}, dir.path(),
+                                "mock" + std::to_string(++n) + "-" + std::to_string(::getpid()));
   url_ = proc_->wait_listening(std::chrono::seconds(10));
   if (!url_.empty()) port_ = port_of(url_);
 }
@@ -187,12 +188,12 @@ Server::Server(const TempDir& dir, std::vector<std::string> extra_args,
                std::map<std::string, std::string> env, std::string data_dir) {
   static int n = 0;
   data_dir_ = data_dir.empty() ? dir.file("data") : data_dir;
-  std::vector<std::string> args = {taskserver_bin(), "serve", "--listen", "127.0.0.1:0",
-                                   "--data-dir", data_dir_, "--shutdown-grace", "10",
-                                   "--health-interval", "200", "--sse-heartbeat", "1"};
+  std::vector<std::string> args = {
+      taskserver_bin(),   "serve", "--listen",          "127.0.0.1:0", "--data-dir",      data_dir_,
+      "--shutdown-grace", "10",    "--health-interval", "200",         "--sse-heartbeat", "1"};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  proc_ = std::make_unique<Process>(args, env, dir.path(),
-                                    "server" + std::to_string(++n) + "-" + std::to_string(::getpid()));
+  proc_ = std::make_unique<Process>(
+      args, env, dir.path(), "server" + std::to_string(++n) + "-" + std::to_string(::getpid()));
   url_ = proc_->wait_listening(std::chrono::seconds(30));
 }
 

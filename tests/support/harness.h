@@ -59,8 +59,7 @@ class Process {
 // `taskserver mock-backend` on a free port.
 class MockBackend {
  public:
-  explicit MockBackend(const TempDir& dir, std::vector<std::string> extra_args = {},
-                       int port = 0);
+  explicit MockBackend(const TempDir& dir, std::vector<std::string> extra_args = {}, int port = 0);
   const std::string& url() const { return url_; }
   int port() const { return port_; }
   json stats();
@@ -99,7 +98,8 @@ class Server {
   // Fails the test unless the answer is 202.
   std::string submit(const std::string& prompt, const json& extra = json::object()) const;
   // Polls GET /api/v1/tasks/{id}?wait= until a final state or the timeout; returns the task.
-  json wait_final(const std::string& id, std::chrono::seconds timeout = std::chrono::seconds(60)) const;
+  json wait_final(const std::string& id,
+                  std::chrono::seconds timeout = std::chrono::seconds(60)) const;
   // Rows in the tasks table (a fresh read-only connection to the store).
   int64_t count_rows() const;
 

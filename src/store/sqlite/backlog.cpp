@@ -34,10 +34,13 @@ StatusOr<std::vector<ReadyRow>> SqliteTaskStore::fetch_ready(
     int64_t now_ms) {
   return guarded([&]() -> StatusOr<std::vector<ReadyRow>> {
     auto conn = readers_->lease();
-    StmtUse s(conn->cache.stmt("SELECT seq, priority, task_id, COALESCE(backend, '') FROM tasks "
-                               "WHERE " + queued() + " AND type = ?1 "
-                               "AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) "
-                               "ORDER BY priority DESC, seq LIMIT ?3"));
+    StmtUse s(
+        conn->cache.stmt("SELECT seq, priority, task_id, COALESCE(backend, '') FROM tasks "
+                         "WHERE " +
+                         queued() +
+                         " AND type = ?1 "
+                         "AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) "
+                         "ORDER BY priority DESC, seq LIMIT ?3"));
     s->bind(1, type);
     s->bind(2, now_ms);
     s->bind(3, static_cast<int64_t>(limit + exclude.size()));
@@ -73,7 +76,9 @@ StatusOr<int64_t> SqliteTaskStore::queue_position(const std::string& type, int p
     // Two range counts on tasks_ready instead of one OR, which SQLite cannot range-scan.
     StmtUse s(conn->cache.stmt("SELECT (SELECT COUNT(*) FROM tasks WHERE " + queued() +
                                " AND type = ?1 AND priority > ?2) + (SELECT COUNT(*) FROM tasks "
-                               "WHERE " + queued() + " AND type = ?1 AND priority = ?2 "
+                               "WHERE " +
+                               queued() +
+                               " AND type = ?1 AND priority = ?2 "
                                "AND seq < ?3)"));
     s->bind(1, type);
     s->bind(2, priority);

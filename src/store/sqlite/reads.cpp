@@ -19,9 +19,9 @@ void read_details(Connection& conn, Task& task) {
                                s->getColumn(4).getInt64(), s->getColumn(5).getInt64()});
     }
   }
-  StmtUse s(conn.cache.stmt(
-      "SELECT number, at, status_code, COALESCE(error, '') FROM webhook_deliveries "
-      "WHERE task_seq = ? ORDER BY number"));
+  StmtUse s(
+      conn.cache.stmt("SELECT number, at, status_code, COALESCE(error, '') FROM webhook_deliveries "
+                      "WHERE task_seq = ? ORDER BY number"));
   s->bind(1, task.seq);
   while (s->executeStep()) {
     task.deliveries.push_back({s->getColumn(0).getInt(), s->getColumn(1).getInt64(),
@@ -37,8 +37,7 @@ static StatusOr<std::optional<Task>> read_one(Connection& conn, const char* colu
                                               bool details) {
   std::optional<Task> task;
   {
-    StmtUse s(conn.cache.stmt("SELECT " + task_columns() + " FROM tasks WHERE " + column +
-                              " = ?"));
+    StmtUse s(conn.cache.stmt("SELECT " + task_columns() + " FROM tasks WHERE " + column + " = ?"));
     s->bind(1, value);
     if (!s->executeStep()) return task;
     task = read_task(*s);

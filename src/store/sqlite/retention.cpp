@@ -16,22 +16,25 @@ StatusOr<std::vector<PurgedTask>> SqliteTaskStore::purge_final(int64_t before_ms
     {
       // The status condition is the one of the index tasks_final_age, which gives the order:
       // without INDEXED BY, SQLite picks tasks_by_status and sorts every final task.
-      StmtUse s(ctx.stmt("SELECT seq, task_id, status FROM tasks INDEXED BY tasks_final_age "
-                         "WHERE " + sql_is_final() + " AND finished_at < ?1 "
-                         "AND (webhook_state IS NULL OR webhook_state != '" +
-                         std::string(to_string(WebhookState::kPending)) +
-                         "') ORDER BY finished_at LIMIT ?2"));
+      StmtUse s(ctx.stmt(
+          "SELECT seq, task_id, status FROM tasks INDEXED BY tasks_final_age "
+          "WHERE " +
+          sql_is_final() +
+          " AND finished_at < ?1 "
+          "AND (webhook_state IS NULL OR webhook_state != '" +
+          std::string(to_string(WebhookState::kPending)) + "') ORDER BY finished_at LIMIT ?2"));
       s->bind(1, before_ms);
       s->bind(2, limit);
       while (s->executeStep()) {
         seqs.push_back(s->getColumn(0).getInt64());
-        purged.push_back({s->getColumn(1).getString(),
-                          parse_task_state(s->getColumn(2).getString()).value_or(TaskState::kDone)});
+        purged.push_back(
+            {s->getColumn(1).getString(),
+             parse_task_state(s->getColumn(2).getString()).value_or(TaskState::kDone)});
       }
     }
-    for (const char* sql : {"DELETE FROM attempts WHERE task_seq = ?",
-                            "DELETE FROM webhook_deliveries WHERE task_seq = ?",
-                            "DELETE FROM tasks WHERE seq = ?"}) {
+    for (const char* sql :
+         {"DELETE FROM attempts WHERE task_seq = ?",
+          "DELETE FROM webhook_deliveries WHERE task_seq = ?", "DELETE FROM tasks WHERE seq = ?"}) {
       for (int64_t seq : seqs) {
         StmtUse s(ctx.stmt(sql));
         s->bind(1, seq);

@@ -68,7 +68,8 @@ void read_field(const TaskField& f, const SQLite::Column& c, Task& t) {
           t.*member = opt_i64(c);
         } else if constexpr (std::is_same_v<M, TaskState>) {
           // A state this binary does not know is shown as FAILED rather than run.
-          t.*member = parse_task_state(c.isNull() ? "" : c.getString()).value_or(TaskState::kFailed);
+          t.*member =
+              parse_task_state(c.isNull() ? "" : c.getString()).value_or(TaskState::kFailed);
         } else if constexpr (std::is_same_v<M, WebhookState>) {
           t.*member = parse_webhook_state(c.isNull() ? "" : c.getString());
         }

@@ -95,8 +95,7 @@ auto guarded(F&& f) -> decltype(f()) {
 // The tail of a state change's UPDATE: RETURNING what change_from_returning reads (its columns
 // 0-8; a statement may return more after them).
 const std::string& returning_clause();
-TaskChange change_from_returning(SQLite::Statement& s, TaskState from, TaskState to,
-                                 int64_t at_ms);
+TaskChange change_from_returning(SQLite::Statement& s, TaskState from, TaskState to, int64_t at_ms);
 
 // Records one attempt of a task.
 void insert_attempt(StatementCache& c, int64_t seq, const Attempt& a);

@@ -32,8 +32,8 @@ namespace {
 
 // The write connection, as the server and `taskserver migrate` open it.
 std::unique_ptr<SQLite::Database> open_write_connection(const std::string& path) {
-  auto db = std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE,
-                                               5000);
+  auto db =
+      std::make_unique<SQLite::Database>(path, SQLite::OPEN_READWRITE | SQLite::OPEN_CREATE, 5000);
   db->exec("PRAGMA journal_mode = WAL");
   return db;
 }

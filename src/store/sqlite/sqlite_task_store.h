@@ -60,8 +60,8 @@ class SqliteTaskStore final : public TaskStore, private BatchExecutor {
   StatusOr<std::optional<int64_t>> next_due(const std::string& type, int64_t now_ms) override;
   StatusOr<std::vector<QueuedBlock>> queued_blocks(const std::string& type,
                                                    int block_bits) override;
-  StatusOr<int64_t> count_queued_between(const std::string& type, int priority,
-                                         int64_t from_seq, int64_t before_seq) override;
+  StatusOr<int64_t> count_queued_between(const std::string& type, int priority, int64_t from_seq,
+                                         int64_t before_seq) override;
   StatusOr<std::optional<int64_t>> oldest_queued_created_at(const std::string& type) override;
 
   // TaskLedger (inserts.cpp, transitions.cpp, reads.cpp)

@@ -21,8 +21,7 @@ const std::string& webhook_due_now() {
 
 }  // namespace
 
-StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq,
-                                                            const std::string& backend,
+StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq, const std::string& backend,
                                                             int64_t now_ms) {
   static_assert(can_transition(TaskState::kQueued, TaskState::kRunning));
   std::optional<Task> task;
@@ -30,7 +29,8 @@ StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq,
     static const std::string sql =
         "UPDATE tasks SET status = " + lit(TaskState::kRunning) +
         ", attempt = attempt + 1, started_at = ?, backend = ?, next_attempt_at = NULL "
-        "WHERE seq = ? AND " + sql_guard(TaskState::kQueued) + " RETURNING " + task_columns();
+        "WHERE seq = ? AND " +
+        sql_guard(TaskState::kQueued) + " RETURNING " + task_columns();
     StmtUse s(ctx.stmt(sql));
     s->bind(1, now_ms);
     s->bind(2, backend);
@@ -54,9 +54,9 @@ StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq,
   return task;
 }
 
-StatusOr<bool> SqliteTaskStore::leave_running(
-    int64_t seq, const Attempt& attempt, TaskState to, const std::string& set_clause,
-    const std::function<void(SQLite::Statement&)>& bind) {
+StatusOr<bool> SqliteTaskStore::leave_running(int64_t seq, const Attempt& attempt, TaskState to,
+                                              const std::string& set_clause,
+                                              const std::function<void(SQLite::Statement&)>& bind) {
   assert(can_transition(TaskState::kRunning, to));
   bool changed = false;
   Status st = write(true, [&](WriteContext& ctx) -> Status {
@@ -80,13 +80,13 @@ StatusOr<bool> SqliteTaskStore::leave_running(
 
 StatusOr<bool> SqliteTaskStore::finish_done(int64_t seq, const Attempt& attempt,
                                             const ResultMeta& result) {
-  return leave_running(seq, attempt, TaskState::kDone,
-                       "finished_at = ?1, result_size = ?2, result_type = ?3, error = NULL, " +
-                           webhook_due_now(),
-                       [&](SQLite::Statement& s) {
-                         s.bind(2, result.size);
-                         s.bind(3, result.content_type);
-                       });
+  return leave_running(
+      seq, attempt, TaskState::kDone,
+      "finished_at = ?1, result_size = ?2, result_type = ?3, error = NULL, " + webhook_due_now(),
+      [&](SQLite::Statement& s) {
+        s.bind(2, result.size);
+        s.bind(3, result.content_type);
+      });
 }
 
 StatusOr<bool> SqliteTaskStore::finish_failed(int64_t seq, const Attempt& attempt,
@@ -127,8 +127,7 @@ StatusOr<TaskState> SqliteTaskStore::cancel(const std::string& task_id, int64_t 
     StmtUse s(ctx.stmt("UPDATE tasks SET status = " + lit(TaskState::kCanceled) +
                        ", finished_at = ?1, error = 'canceled by request', "
                        "next_attempt_at = NULL, " +
-                       webhook_due_now() + " WHERE seq = ?2 AND status = ?3" +
-                       returning_clause()));
+                       webhook_due_now() + " WHERE seq = ?2 AND status = ?3" + returning_clause()));
     s->bind(1, now_ms);
     s->bind(2, seq);
     s->bind(3, std::string(to_string(before)));
