@@ -8,7 +8,7 @@
 #   scripts/install-deps.sh metrics    + prometheus (promtool checks the /metrics format)
 set -euo pipefail
 
-want=(g++ cmake make pkg-config git ca-certificates curl jq
+want=(g++ cmake make pkg-config git ca-certificates curl jq clang-format
       libcpp-httplib-dev libsqlitecpp-dev libsqlite3-dev nlohmann-json3-dev libcli11-dev
       libspdlog-dev libfmt-dev doctest-dev libssl-dev zlib1g-dev)
 for extra in "$@"; do

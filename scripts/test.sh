@@ -2,11 +2,12 @@
 # Installs what is missing, builds, and runs every test. This is the README's test command and
 # what CI runs (.ci/run).
 #
-#   scripts/test.sh              everything: the Release suite (unit + end-to-end), the curl walk
+#   scripts/test.sh              everything: the format and layout checks, the Release suite
+#                                (unit + end-to-end), the curl walk
 #                                through the API against a demo, the package and unit checks,
 #                                the dashboard's browser test, a short fuzz run, and the whole
 #                                suite again under ASan+UBSan and under ThreadSanitizer
-#   scripts/test.sh --quick      the Release suite and the curl walk only (for development)
+#   scripts/test.sh --quick      the checks, the Release suite and the curl walk (development)
 #   scripts/test.sh --no-tsan    everything but the TSan suite (saves ~4 min on 2 cores)
 #   scripts/test.sh --sanitize   only the suite under ASan+UBSan (build-asan/)
 #   scripts/test.sh --tsan       only the suite under ThreadSanitizer (build-tsan/)
@@ -38,6 +39,13 @@ case "$mode" in
   --quick) extras=(metrics) ;;
 esac
 stage "install packages" scripts/install-deps.sh "${extras[@]}"
+
+# clang-format (.clang-format: Google, 100 columns) over the sources, and the layout rules of
+# the README's Development section (scripts/check_layout.sh).
+style_checks() {
+  clang-format --dry-run -Werror $(git ls-files 'src/*.cpp' 'src/*.h' 'tests/*.cpp' 'tests/*.h' main.cpp)
+  scripts/check_layout.sh
+}
 
 release_suite() {
   BUILD_DIR=build scripts/build.sh
@@ -86,10 +94,12 @@ case "$mode" in
   --sanitize) stage "suite under ASan+UBSan" sanitized_suite build-asan address,undefined ;;
   --tsan) stage "suite under TSan" sanitized_suite build-tsan thread ;;
   --quick)
+    stage "format and layout" style_checks
     stage "Release build + unit and e2e tests" release_suite
     stage "curl walk through the API" api_walk
     ;;
   all|--no-tsan)
+    stage "format and layout" style_checks
     stage "Release build + unit and e2e tests" release_suite
     stage "curl walk through the API" api_walk
     stage "Debian package and systemd unit" env BUILD_DIR=build scripts/test_package.sh
