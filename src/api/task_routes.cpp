@@ -6,6 +6,7 @@
 #include "api/api_context.h"
 #include "api/request_context.h"
 #include "api/task_json.h"
+#include "backend/images_answer.h"
 #include "backend/png.h"
 
 namespace ts {
@@ -14,6 +15,8 @@ namespace {
 using httplib::ContentReader;
 using httplib::Request;
 using httplib::Response;
+
+constexpr size_t kImageChunk = 64 * 1024;
 
 class TaskRoutes {
  public:
@@ -48,16 +51,22 @@ class TaskRoutes {
     send_text_json(res, 200, task_json(*t, true));
   }
 
-  // The result file is streamed from disk: a large answer is never held in memory whole.
+  // The result as stored: small ones from the store, large ones streamed from their file, so a
+  // large answer is never held in memory whole.
   void result(const std::string& id, Response& res) {
-    auto file = ctx_->svc.result_file(id);
-    if (!file.ok()) return send_error(res, file.status());
-    auto in = std::make_shared<std::ifstream>(file->path, std::ios::binary);
+    auto stored = ctx_->svc.result(id);
+    if (!stored.ok()) return send_error(res, stored.status());
+    if (stored->bytes) {
+      res.status = 200;
+      res.set_content(std::move(*stored->bytes), stored->content_type);
+      return;
+    }
+    auto in = std::make_shared<std::ifstream>(stored->path, std::ios::binary);
     if (!*in) return send_error(res, ctx_->svc.missing_result(id));
     in->seekg(0, std::ios::end);
     size_t size = static_cast<size_t>(in->tellg());
     res.status = 200;
-    res.set_content_provider(size, file->content_type,
+    res.set_content_provider(size, stored->content_type,
                              [in](size_t offset, size_t length, httplib::DataSink& sink) {
                                char buf[64 * 1024];
                                in->seekg(static_cast<std::streamoff>(offset));
@@ -68,21 +77,56 @@ class TaskRoutes {
                              });
   }
 
-  // GET /api/images/{id}: the first image of an OpenAI-style answer, decoded.
+  // GET /api/images/{id}: the first image of an OpenAI-style answer, decoded. An answer kept in
+  // a file is read twice, a chunk at a time: once to check it and learn the image's type, then
+  // decoded as it is sent.
   void image(const std::string& id, Response& res) {
-    auto blob = ctx_->svc.result(id);
-    if (!blob.ok()) return send_error(res, blob.status());
-    auto bytes = first_image_from_answer(blob->bytes);
-    if (!bytes) {
-      return send_error(res, Status::Conflict("no_image",
-                                              "the backend's answer holds no data[0].b64_json "
-                                              "image; GET /api/v1/tasks/" +
-                                                  id + "/result returns it as it came"));
-    }
-    std::string type = sniff_image_type(*bytes);
-    res.status = 200;
+    auto stored = ctx_->svc.result(id);
+    if (!stored.ok()) return send_error(res, stored.status());
+    Status no_image = Status::Conflict("no_image",
+                                       "the backend's answer holds no data[0].b64_json image; "
+                                       "GET /api/v1/tasks/" +
+                                           id + "/result returns it as it came");
     res.set_header("Cache-Control", "private, max-age=86400, immutable");
-    res.set_content(std::move(*bytes), type);
+    if (stored->bytes) {
+      auto bytes = first_image_from_answer(*stored->bytes);
+      if (!bytes) return send_error(res, no_image);
+      std::string type = sniff_image_type(*bytes);
+      res.status = 200;
+      res.set_content(std::move(*bytes), type);
+      return;
+    }
+    std::ifstream check(stored->path, std::ios::binary);
+    if (!check) return send_error(res, ctx_->svc.missing_result(id));
+    ImagesAnswerScanner scan;
+    std::vector<char> buf(kImageChunk);
+    while (check.read(buf.data(), static_cast<std::streamsize>(buf.size())) || check.gcount() > 0) {
+      if (!scan.feed(std::string_view(buf.data(), static_cast<size_t>(check.gcount())))) break;
+    }
+    if (!scan.finish() || !scan.has_b64()) return send_error(res, no_image);
+    struct Stream {
+      std::ifstream in;
+      ImagesAnswerScanner scan;
+      std::vector<char> buf = std::vector<char>(kImageChunk);
+    };
+    auto stream = std::make_shared<Stream>();
+    stream->in.open(stored->path, std::ios::binary);
+    if (!stream->in) return send_error(res, ctx_->svc.missing_result(id));
+    res.status = 200;
+    res.set_chunked_content_provider(
+        sniff_image_head(scan.image_head()), [stream](size_t, httplib::DataSink& sink) {
+          stream->scan = ImagesAnswerScanner(
+              [&sink](std::string_view bytes) { return sink.write(bytes.data(), bytes.size()); });
+          while (stream->in.read(stream->buf.data(),
+                                 static_cast<std::streamsize>(stream->buf.size())) ||
+                 stream->in.gcount() > 0) {
+            std::string_view chunk(stream->buf.data(), static_cast<size_t>(stream->in.gcount()));
+            if (!stream->scan.feed(chunk)) return false;
+          }
+          if (!stream->scan.finish()) return false;
+          sink.done();
+          return true;
+        });
   }
 
  private:

@@ -3,9 +3,8 @@
 #include <zlib.h>
 
 #include <cstring>
-#include <nlohmann/json.hpp>
 
-#include "core/base64.h"
+#include "backend/images_answer.h"
 
 namespace ts {
 namespace {
@@ -102,45 +101,24 @@ bool looks_like_png(std::string_view bytes) {
   return bytes.substr(bytes.size() - 8, 4) == "IEND";
 }
 
-namespace {
-
-// The first entry of an OpenAI images answer's `data` array, parsed into `doc`; nullptr when the
-// answer is not a JSON object with a non-empty `data` array whose first entry is an object.
-const nlohmann::json* first_data_entry(std::string_view answer, nlohmann::json& doc) {
-  using nlohmann::json;
-  // nlohmann stops at a NUL byte; no JSON text holds one.
-  if (answer.find('\0') != std::string_view::npos) return nullptr;
-  doc = json::parse(answer.begin(), answer.end(), nullptr, false);
-  if (!doc.is_object()) return nullptr;
-  auto data = doc.find("data");
-  if (data == doc.end() || !data->is_array() || data->empty()) return nullptr;
-  const json& first = (*data)[0];
-  return first.is_object() ? &first : nullptr;
-}
-
-// The decoded b64_json image of an entry; nullopt when absent, not a string or bad base64.
-std::optional<std::string> decode_b64_entry(const nlohmann::json& entry) {
-  auto b64 = entry.find("b64_json");
-  if (b64 == entry.end() || !b64->is_string()) return std::nullopt;
-  return base64_decode(b64->get_ref<const std::string&>());
-}
-
-}  // namespace
-
 std::optional<std::string> first_image_from_answer(std::string_view answer) {
-  nlohmann::json doc;
-  const nlohmann::json* first = first_data_entry(answer, doc);
-  if (!first) return std::nullopt;
-  return decode_b64_entry(*first);
+  std::string image;
+  ImagesAnswerScanner scan([&](std::string_view bytes) {
+    image.append(bytes);
+    return true;
+  });
+  if (!scan.feed(answer) || !scan.finish() || !scan.has_b64()) return std::nullopt;
+  return image;
 }
 
 bool is_images_answer(std::string_view answer) {
-  nlohmann::json doc;
-  const nlohmann::json* first = first_data_entry(answer, doc);
-  if (!first) return false;
-  if (first->contains("b64_json")) return decode_b64_entry(*first).has_value();
-  auto url = first->find("url");
-  return url != first->end() && url->is_string();
+  ImagesAnswerScanner scan;
+  return scan.feed(answer) && scan.finish();
+}
+
+std::string sniff_image_head(std::string_view head) {
+  if (head.size() >= 8 && std::memcmp(head.data(), kSignature, 8) == 0) return "image/png";
+  return sniff_image_type(head);
 }
 
 std::string sniff_image_type(std::string_view bytes) {

@@ -29,5 +29,8 @@ bool is_images_answer(std::string_view answer);
 // The media type of image bytes by their signature: image/png, image/jpeg, image/webp, or
 // application/octet-stream.
 std::string sniff_image_type(std::string_view bytes);
+// The same from an image's first 16 bytes alone (a PNG by its signature, not its chunks), for
+// an image streamed before it is whole.
+std::string sniff_image_head(std::string_view head);
 
 }  // namespace ts

@@ -101,7 +101,7 @@ StatusOr<Task> TaskService::cancel(const std::string& task_id) {
   return read_task(task_id, true);
 }
 
-StatusOr<ResultFile> TaskService::result_file(const std::string& task_id) {
+StatusOr<StoredResult> TaskService::result(const std::string& task_id) {
   auto found = read_task(task_id, false);
   if (!found.ok()) return found.status();
   const Task& t = *found;
@@ -109,20 +109,19 @@ StatusOr<ResultFile> TaskService::result_file(const std::string& task_id) {
     return Status::Conflict(
         "not_done", "task " + task_id + " is " + std::string(to_string(t.status)) + ", not DONE");
   }
-  return ResultFile{results_.path_of(task_id), t.result_type.value_or("application/octet-stream")};
-}
-
-StatusOr<Blob> TaskService::result(const std::string& task_id) {
-  auto file = result_file(task_id);
-  if (!file.ok()) return file.status();
-  auto bytes = results_.read(task_id);
-  if (!bytes.ok()) return missing_result(task_id);
-  return Blob{std::move(*bytes), file->content_type};
+  StoredResult out;
+  out.content_type = t.result_type.value_or("application/octet-stream");
+  out.size = t.result_size.value_or(0);
+  auto bytes = store_.inline_result(t.seq);
+  if (!bytes.ok()) return bytes.status();
+  out.bytes = std::move(*bytes);
+  if (!out.bytes) out.path = results_.path_of(task_id);
+  return out;
 }
 
 Status TaskService::missing_result(const std::string& task_id) {
   // --retain-final may have deleted the task since it was read: then it is simply not found.
-  auto again = result_file(task_id);
+  auto again = read_task(task_id, false);
   if (!again.ok()) return again.status();
   return Status::Internal("the result file of task " + task_id + " is missing");
 }

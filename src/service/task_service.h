@@ -45,15 +45,13 @@ struct ListPage {
   std::optional<std::string> next_cursor;
 };
 
-struct Blob {
-  std::string bytes;
+// A DONE task's result as stored: small ones in the store (bytes), large ones in a file, to be
+// streamed from disk rather than read into memory.
+struct StoredResult {
   std::string content_type;
-};
-
-// A stored result, to be streamed from disk rather than read into memory.
-struct ResultFile {
-  std::string path;
-  std::string content_type;
+  int64_t size = 0;
+  std::optional<std::string> bytes;  // kept in the store
+  std::string path;                  // else its file
 };
 
 // A file uploaded with a task (multipart), already fsynced inside the inputs folder; removed
@@ -105,9 +103,7 @@ class TaskService {
                           int limit, const std::optional<std::string>& cursor);
   StatusOr<Task> cancel(const std::string& task_id);
   // The stored result of a DONE task. kConflict while it is not DONE.
-  StatusOr<Blob> result(const std::string& task_id);
-  // Where that result is, to stream it; the same kNotFound/kConflict as result().
-  StatusOr<ResultFile> result_file(const std::string& task_id);
+  StatusOr<StoredResult> result(const std::string& task_id);
   // Why a DONE task's result file could not be opened: kNotFound when the task was deleted
   // meanwhile (--retain-final), else kInternal.
   Status missing_result(const std::string& task_id);

@@ -73,9 +73,12 @@ struct ListQuery {
   int limit = 50;
 };
 
+// A DONE task's result as finish_done records it: its size and type, and its bytes when they
+// are kept in the store (small answers) rather than in a file the caller put in place first.
 struct ResultMeta {
   int64_t size = 0;
   std::string content_type;
+  const std::string* inline_bytes = nullptr;  // not owned; read before finish_done returns
 };
 
 struct InsertOutcome {
@@ -108,7 +111,8 @@ class TaskTransitions {
   // longer QUEUED (canceled meanwhile).
   virtual StatusOr<std::optional<Task>> mark_running(int64_t seq, const std::string& backend,
                                                      int64_t now_ms) = 0;
-  // RUNNING → DONE with its result's size and type. False when it was no longer RUNNING.
+  // RUNNING → DONE with its result's size and type, and its bytes when inline (committed with
+  // the DONE). False when it was no longer RUNNING.
   virtual StatusOr<bool> finish_done(int64_t seq, const Attempt& attempt,
                                      const ResultMeta& result) = 0;
   // RUNNING → FAILED. False when it was no longer RUNNING.
@@ -165,6 +169,9 @@ class TaskLedger {
   // for a type no pool serves (pools keep their own counts).
   virtual StatusOr<int64_t> queue_position(const std::string& type, int priority, int64_t seq) = 0;
   virtual StatusOr<std::map<TaskState, int64_t>> count_by_status() = 0;
+  // The result bytes of a DONE task kept in the store; nullopt when its result is a file (or it
+  // has none).
+  virtual StatusOr<std::optional<std::string>> inline_result(int64_t seq) = 0;
 
   // At start: tasks left RUNNING by a crash have spent their attempt; they go back to QUEUED,
   // or to FAILED when no attempt is left.

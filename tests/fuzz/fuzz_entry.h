@@ -25,6 +25,7 @@
 
 #include "api/request_parsing.h"
 #include "backend/backend_client.h"
+#include "backend/images_answer.h"
 #include "backend/png.h"
 #include "core/base64.h"
 #include "core/task.h"
@@ -302,6 +303,60 @@ inline Failure backend_answer(std::string_view data) {
   if (image) {
     if (Failure f = check_bytes(*image, "decoded image"); !f.empty()) return f;
     if (base64_decode(base64_encode(*image)) != image) return "decoded image does not round-trip";
+  }
+  // The scanner reads answers as they stream in: the same verdict and image in any pieces.
+  bool whole = is_images_answer(data);
+  if (image && !whole) return "an image was decoded from an answer judged not an images answer";
+  for (size_t pieces : {size_t{2}, size_t{3}, size_t{7}, data.size()}) {
+    if (pieces == 0 || pieces > data.size()) continue;
+    std::string got;
+    ImagesAnswerScanner scan([&](std::string_view b) {
+      got.append(b);
+      return true;
+    });
+    size_t step = (data.size() + pieces - 1) / pieces;
+    for (size_t at = 0; at < data.size(); at += step) scan.feed(data.substr(at, step));
+    bool split = scan.finish();
+    if (split != whole) return "a split answer is judged differently from the whole";
+    if (split && scan.has_b64() && (!image || got != *image)) {
+      return "a split answer decodes to another image";
+    }
+  }
+  // Against a JSON parser: what the scanner accepts, nlohmann accepts as an images answer with
+  // the same image (escaped surrogates aside, which nlohmann checks and the scanner skips);
+  // and on JSON nlohmann writes itself, the two agree both ways.
+  auto reference = [](const nlohmann::json& doc, std::optional<std::string>* img) {
+    if (!doc.is_object()) return false;
+    auto d = doc.find("data");
+    if (d == doc.end() || !d->is_array() || d->empty() || !(*d)[0].is_object()) return false;
+    const auto& first = (*d)[0];
+    if (auto b = first.find("b64_json"); b != first.end()) {
+      if (!b->is_string()) return false;
+      *img = base64_decode(b->get<std::string>());
+      return img->has_value();
+    }
+    auto u = first.find("url");
+    return u != first.end() && u->is_string();
+  };
+  if (data.find('\0') == std::string_view::npos) {
+    auto doc = nlohmann::json::parse(data.begin(), data.end(), nullptr, false);
+    std::optional<std::string> ref_image;
+    bool ref = !doc.is_discarded() && reference(doc, &ref_image);
+    if (whole && data.find("\\u") == std::string_view::npos) {
+      if (!ref) return "the scanner accepts an answer a JSON parser does not";
+      if (image != ref_image) return "the scanner and a JSON parser decode different images";
+    }
+    if (!doc.is_discarded()) {
+      std::string canonical = doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      std::optional<std::string> again;
+      bool ref_canonical = reference(nlohmann::json::parse(canonical), &again);
+      if (is_images_answer(canonical) != ref_canonical) {
+        return "the scanner and a JSON parser disagree on a canonical answer";
+      }
+      if (ref_canonical && first_image_from_answer(canonical) != again) {
+        return "the scanner decodes a canonical answer's image differently";
+      }
+    }
   }
   return {};
 }

@@ -100,4 +100,16 @@ StatusOr<std::map<TaskState, int64_t>> SqliteTaskStore::count_by_status() {
   });
 }
 
+StatusOr<std::optional<std::string>> SqliteTaskStore::inline_result(int64_t seq) {
+  return guarded([&]() -> StatusOr<std::optional<std::string>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt("SELECT content FROM results WHERE task_seq = ?"));
+    s->bind(1, seq);
+    if (!s->executeStep()) return std::optional<std::string>();
+    const SQLite::Column c = s->getColumn(0);
+    return std::optional<std::string>(
+        std::string(static_cast<const char*>(c.getBlob()), static_cast<size_t>(c.getBytes())));
+  });
+}
+
 }  // namespace ts::sqlite

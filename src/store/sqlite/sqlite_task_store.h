@@ -74,6 +74,7 @@ class SqliteTaskStore final : public TaskStore, private BatchExecutor {
   StatusOr<std::vector<Task>> list(const ListQuery& query) override;
   StatusOr<int64_t> queue_position(const std::string& type, int priority, int64_t seq) override;
   StatusOr<std::map<TaskState, int64_t>> count_by_status() override;
+  StatusOr<std::optional<std::string>> inline_result(int64_t seq) override;
   StatusOr<RecoveryReport> recover_running(int64_t now_ms) override;
   StatusOr<int> release_running(int64_t now_ms) override;
 
@@ -133,10 +134,12 @@ class SqliteTaskStore final : public TaskStore, private BatchExecutor {
   // Runs fn on the writer thread inside a batch transaction, blocking until it is committed.
   Status write(bool savepoint, const std::function<Status(WriteContext&)>& fn);
   // RUNNING → `to` by one guarded UPDATE (`set_clause` binds ?2.. through `bind`; ?1 is the
-  // time, ?9 the row), recording the attempt. False when the task was no longer RUNNING.
+  // time, ?9 the row), recording the attempt, then `also` in the same savepoint. False when the
+  // task was no longer RUNNING.
   StatusOr<bool> leave_running(int64_t seq, const Attempt& attempt, TaskState to,
                                const std::string& set_clause,
-                               const std::function<void(SQLite::Statement&)>& bind);
+                               const std::function<void(SQLite::Statement&)>& bind,
+                               const std::function<void(WriteContext&)>& also = nullptr);
 
   StoreOptions options_;
   const Clock& clock_;

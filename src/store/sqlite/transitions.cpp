@@ -56,7 +56,8 @@ StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq, const s
 
 StatusOr<bool> SqliteTaskStore::leave_running(int64_t seq, const Attempt& attempt, TaskState to,
                                               const std::string& set_clause,
-                                              const std::function<void(SQLite::Statement&)>& bind) {
+                                              const std::function<void(SQLite::Statement&)>& bind,
+                                              const std::function<void(WriteContext&)>& also) {
   assert(can_transition(TaskState::kRunning, to));
   bool changed = false;
   Status st = write(true, [&](WriteContext& ctx) -> Status {
@@ -71,7 +72,9 @@ StatusOr<bool> SqliteTaskStore::leave_running(int64_t seq, const Attempt& attemp
     if (!s->executeStep()) return Status::Ok();
     ctx.changes->push_back(change_from_returning(*s, TaskState::kRunning, to, now));
     changed = true;
+    s->tryReset();
     insert_attempt(ctx, seq, attempt);
+    if (also) also(ctx);
     return Status::Ok();
   });
   if (!st.ok()) return st;
@@ -86,6 +89,13 @@ StatusOr<bool> SqliteTaskStore::finish_done(int64_t seq, const Attempt& attempt,
       [&](SQLite::Statement& s) {
         s.bind(2, result.size);
         s.bind(3, result.content_type);
+      },
+      [&](WriteContext& ctx) {
+        if (!result.inline_bytes) return;
+        StmtUse s(ctx.stmt("INSERT OR REPLACE INTO results (task_seq, content) VALUES (?, ?)"));
+        s->bind(1, seq);
+        s->bind(2, result.inline_bytes->data(), static_cast<int>(result.inline_bytes->size()));
+        s->exec();
       });
 }
 
