@@ -74,7 +74,7 @@ BackendCall::~BackendCall() = default;
 void BackendCall::abort(AbortReason reason) {
   AbortReason expected = AbortReason::kNone;
   reason_.compare_exchange_strong(expected, reason);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (client_) client_->stop();
 }
 
@@ -125,7 +125,7 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
   };
 
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (reason_.load() != AbortReason::kNone) {
       out.result =
           reason_.load() == AbortReason::kTimeout ? CallResult::kTimeout : CallResult::kAborted;
@@ -139,7 +139,7 @@ BackendResponse BackendCall::run(const BackendRequest& request) {
   httplib::Error error = httplib::Error::Success;
   bool sent = cli.send(req, response, error);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     client_ = nullptr;
   }
   auto elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -9,9 +9,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <optional>
 #include <string>
+
+#include "core/mutex.h"
 
 namespace httplib {
 class Client;
@@ -67,8 +68,8 @@ class BackendCall {
 
  private:
   std::atomic<AbortReason> reason_{AbortReason::kNone};
-  std::mutex mu_;
-  httplib::Client* client_ = nullptr;  // guarded by mu_: set while run() is in its request
+  Mutex mu_;
+  httplib::Client* client_ GUARDED_BY(mu_) = nullptr;  // set while run() is in its request
 };
 
 struct ProbeResult {

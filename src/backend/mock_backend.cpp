@@ -66,7 +66,7 @@ std::string MockBackend::url() const {
 }
 
 double MockBackend::random01() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
 }
 
@@ -110,7 +110,7 @@ void MockBackend::install_routes() {
   // Every other POST is a task request.
   svr.Post(".*", [this](const httplib::Request& req, httplib::Response& res) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       ++requests_;
       ++in_flight_;
       peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
@@ -118,7 +118,7 @@ void MockBackend::install_routes() {
     struct Leave {
       MockBackend* self;
       ~Leave() {
-        std::lock_guard<std::mutex> lock(self->mu_);
+        MutexLock lock(self->mu_);
         --self->in_flight_;
       }
     } leave{this};
@@ -126,11 +126,11 @@ void MockBackend::install_routes() {
     double roll = random01();
     if (roll < options_.hang_rate) {
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         ++hung_;
       }
       wait_latency(req, -1);  // until the client gives up or we stop
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       ++aborted_;
       res.status = 504;
       return;
@@ -140,7 +140,7 @@ void MockBackend::install_routes() {
       latency += static_cast<int>(random01() * options_.latency_jitter_ms);
     }
     if (!wait_latency(req, latency)) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       ++aborted_;
       res.status = 499;
       return;
@@ -148,7 +148,7 @@ void MockBackend::install_routes() {
     if (options_.status_code != 0 || roll < options_.hang_rate + options_.fail_rate) {
       int code = options_.status_code != 0 ? options_.status_code : 500;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         ++failed_;
       }
       if (code == 429 || code == 503) {
@@ -166,7 +166,7 @@ void MockBackend::install_routes() {
       auto file = req.get_file_value("file");
       std::string key = "file:" + file.filename;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         ++served_;
         ++prompts_[key];
       }
@@ -194,7 +194,7 @@ void MockBackend::install_routes() {
             {{"b64_json", base64_encode(png_for_prompt(seed_text, options_.image_size))}});
       }
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         ++served_;
         ++prompts_[prompt];
       }
@@ -206,7 +206,7 @@ void MockBackend::install_routes() {
       return;
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       ++served_;
     }
     json_reply(
@@ -236,7 +236,7 @@ void MockBackend::stop() {
 }
 
 std::string MockBackend::stats_json() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   json prompts = json::object();
   for (const auto& [p, n] : prompts_) prompts[p] = n;
   return json{{"requests", requests_},

@@ -16,15 +16,14 @@
 // Thread-safe: start() and stop() from one owner; handlers run on the server's threads.
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 
+#include "core/mutex.h"
 #include "http/server.h"
 
 namespace ts {
@@ -69,16 +68,16 @@ class MockBackend {
   std::atomic<bool> healthy_{true};
   std::atomic<bool> stopping_{false};
 
-  mutable std::mutex mu_;
-  std::mt19937_64 rng_;                     // guarded by mu_
-  int64_t requests_ = 0;                    // guarded by mu_
-  int64_t served_ = 0;                      // guarded by mu_
-  int64_t failed_ = 0;                      // guarded by mu_: injected failures
-  int64_t hung_ = 0;                        // guarded by mu_
-  int64_t aborted_ = 0;                     // guarded by mu_: clients that hung up first
-  int in_flight_ = 0;                       // guarded by mu_
-  int peak_in_flight_ = 0;                  // guarded by mu_
-  std::map<std::string, int64_t> prompts_;  // guarded by mu_: times each prompt was served
+  mutable Mutex mu_;
+  std::mt19937_64 rng_ GUARDED_BY(mu_);
+  int64_t requests_ GUARDED_BY(mu_) = 0;
+  int64_t served_ GUARDED_BY(mu_) = 0;
+  int64_t failed_ GUARDED_BY(mu_) = 0;  // injected failures
+  int64_t hung_ GUARDED_BY(mu_) = 0;
+  int64_t aborted_ GUARDED_BY(mu_) = 0;  // clients that hung up first
+  int in_flight_ GUARDED_BY(mu_) = 0;
+  int peak_in_flight_ GUARDED_BY(mu_) = 0;
+  std::map<std::string, int64_t> prompts_ GUARDED_BY(mu_);  // times each prompt was served
 };
 
 }  // namespace ts

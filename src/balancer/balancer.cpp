@@ -48,7 +48,7 @@ bool Balancer::may_take(const Backend& b, int64_t now) const {
 }
 
 bool Balancer::has_free_slot() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   int64_t now = clock_.now_ms();
   for (const Backend& b : backends_) {
     if (may_take(b, now)) return true;
@@ -57,7 +57,7 @@ bool Balancer::has_free_slot() const {
 }
 
 std::optional<Lease> Balancer::acquire(const std::string& avoid) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   int64_t now = clock_.now_ms();
   size_t n = backends_.size();
   std::optional<size_t> fallback;
@@ -83,7 +83,7 @@ std::optional<Lease> Balancer::acquire(const std::string& avoid) {
 void Balancer::release(const Lease& lease, CallOutcome outcome, int64_t latency_ms,
                        const std::string& error, int64_t rest_ms) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     Backend& b = backends_[lease.index];
     int64_t now = clock_.now_ms();
     if (b.in_flight > 0) --b.in_flight;
@@ -128,7 +128,7 @@ void Balancer::release(const Lease& lease, CallOutcome outcome, int64_t latency_
 void Balancer::report_probe(size_t index, bool ok, const std::string& error) {
   bool changed = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     Backend& b = backends_[index];
     int64_t now = clock_.now_ms();
     if (ok) {
@@ -163,7 +163,7 @@ void Balancer::notify() {
 }
 
 std::vector<BackendSnapshot> Balancer::snapshot() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   int64_t now = clock_.now_ms();
   std::vector<BackendSnapshot> out;
   for (const Backend& b : backends_) {
@@ -206,7 +206,7 @@ std::vector<BackendSnapshot> Balancer::snapshot() const {
 }
 
 int Balancer::total_slots() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   int total = 0;
   for (const Backend& b : backends_) total += b.spec.slots;
   return total;

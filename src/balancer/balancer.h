@@ -17,13 +17,13 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/clock.h"
+#include "core/mutex.h"
 
 namespace ts {
 
@@ -108,9 +108,13 @@ class Balancer {
 
   std::vector<BackendSnapshot> snapshot() const;
   const std::string& pool() const { return pool_; }
-  size_t size() const { return backends_.size(); }
+  // Without the lock: backends_ never changes size, nor a backend its spec, after construction.
+  size_t size() const NO_THREAD_SAFETY_ANALYSIS { return backends_.size(); }
   int total_slots() const;
-  std::string url(size_t index) const { return backends_[index].spec.url; }
+  // Without the lock, as size().
+  std::string url(size_t index) const NO_THREAD_SAFETY_ANALYSIS {
+    return backends_[index].spec.url;
+  }
 
  private:
   struct Backend {
@@ -129,17 +133,17 @@ class Balancer {
     int64_t last_error_at = 0;
     std::deque<int64_t> latencies;  // most recent calls, newest last
   };
-  bool may_take(const Backend& b, int64_t now) const;
-  void notify();
+  bool may_take(const Backend& b, int64_t now) const REQUIRES(mu_);
+  void notify() EXCLUDES(mu_);  // the listener hears without the lock held
 
   const std::string pool_;
   const HealthPolicy policy_;
   const Clock& clock_;
   std::function<void()> listener_;
 
-  mutable std::mutex mu_;
-  std::vector<Backend> backends_;  // guarded by mu_ (the vector's size never changes)
-  size_t next_ = 0;                // guarded by mu_: where the round-robin scan starts
+  mutable Mutex mu_;
+  std::vector<Backend> backends_ GUARDED_BY(mu_);  // the vector's size never changes
+  size_t next_ GUARDED_BY(mu_) = 0;                // where the round-robin scan starts
 };
 
 }  // namespace ts

@@ -28,7 +28,7 @@ void HealthChecker::start() {
 
 void HealthChecker::stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -44,12 +44,15 @@ void HealthChecker::loop(size_t index) {
     auto next = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.interval_ms);
     ProbeResult r = probe_(url);
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (stopping_) return;
     }
     balancer_.report_probe(index, r.ok, r.error);
-    std::unique_lock<std::mutex> lock(mu_);
-    if (cv_.wait_until(lock, next, [&] { return stopping_; })) return;
+    MutexLock lock(mu_);
+    while (!stopping_) {
+      if (cv_.wait_until(mu_, next) == std::cv_status::timeout) break;
+    }
+    if (stopping_) return;
   }
 }
 

@@ -4,15 +4,14 @@
 // the Balancer, which applies HAProxy's rise/fall counts. It keeps probing a backend that is
 // down or ejected, so it is seen coming back. Thread-safe; start() once, stop() joins.
 
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "backend/backend_client.h"
 #include "balancer/balancer.h"
+#include "core/mutex.h"
 
 namespace ts {
 
@@ -37,9 +36,9 @@ class HealthChecker {
   Balancer& balancer_;
   const HealthCheckOptions options_;
   Probe probe_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stopping_ = false;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
 };
 

@@ -63,19 +63,19 @@ CounterFamily::CounterFamily(std::string name, std::string help, std::vector<std
     : name_(std::move(name)), help_(std::move(help)), labels_(std::move(labels)) {}
 
 CounterFamily::Cell& CounterFamily::cell(const std::vector<std::string>& label_values) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return values_[label_values];
 }
 
 double CounterFamily::value(const std::vector<std::string>& label_values) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = values_.find(label_values);
   return it == values_.end() ? 0 : it->second.value.load();
 }
 
 void CounterFamily::render(std::string& out) const {
   header(out, name_, help_, "counter");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (const auto& [values, v] : values_) {
     out += name_ + label_set(labels_, values) + " " + format_value(v.value.load()) + "\n";
   }
@@ -100,21 +100,21 @@ void HistogramFamily::Series::observe(double value) {
 }
 
 HistogramFamily::Series& HistogramFamily::series(const std::vector<std::string>& label_values) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = series_.find(label_values);
   if (it == series_.end()) it = series_.try_emplace(label_values, bounds_).first;
   return it->second;
 }
 
 uint64_t HistogramFamily::count(const std::vector<std::string>& label_values) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = series_.find(label_values);
   return it == series_.end() ? 0 : it->second.count();
 }
 
 void HistogramFamily::render(std::string& out) const {
   header(out, name_, help_, "histogram");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (const auto& [values, s] : series_) {
     // Read the count last-but-consistent enough: +Inf is the sum of the buckets read, so the
     // exposition never has a bucket above +Inf even while observations race the scrape.

@@ -8,9 +8,10 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
+
+#include "core/mutex.h"
 
 namespace ts {
 
@@ -32,8 +33,8 @@ class CounterFamily {
  private:
   const std::string name_, help_;
   const std::vector<std::string> labels_;
-  mutable std::mutex mu_;
-  std::map<std::vector<std::string>, Cell> values_;  // guarded by mu_ (the map, not the cells)
+  mutable Mutex mu_;
+  std::map<std::vector<std::string>, Cell> values_ GUARDED_BY(mu_);  // the map, not the cells
 };
 
 class HistogramFamily {
@@ -65,8 +66,8 @@ class HistogramFamily {
   const std::string name_, help_;
   const std::vector<std::string> labels_;
   const std::vector<double> bounds_;
-  mutable std::mutex mu_;
-  std::map<std::vector<std::string>, Series> series_;  // guarded by mu_ (the map, not the cells)
+  mutable Mutex mu_;
+  std::map<std::vector<std::string>, Series> series_ GUARDED_BY(mu_);  // the map, not the cells
 };
 
 // The server's metric families.

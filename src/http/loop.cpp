@@ -12,14 +12,13 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "core/blocking.h"
+#include "core/mutex.h"
 #include "core/thread_name.h"
 #include "http/connection.h"
 
@@ -36,7 +35,8 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   struct Slot {
     Loop* loop = nullptr;
     std::atomic<int64_t> serving_since{0};  // ms, 0 while not serving
-    bool stuck = false;                     // lent its turn; guarded by turns_mu_
+    // Lent its turn; guarded by loop->turns_mu_ (unannotated: clang can't prove loop == this).
+    bool stuck = false;
   };
 
  public:
@@ -88,7 +88,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     ssize_t ignored = ::write(wake_fd_, &one, sizeof one);
     (void)ignored;
     {
-      std::lock_guard<std::mutex> lock(turns_mu_);  // no waiter between its check and its wait
+      MutexLock lock(turns_mu_);  // no waiter between its check and its wait
     }
     turns_cv_.notify_all();
     watch_cv_.notify_all();
@@ -96,12 +96,12 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     if (watchdog_.joinable()) watchdog_.join();
     {
       // A deferred response still on its way is sent, then its connection closed.
-      std::unique_lock<std::mutex> lock(inflight_mu_);
-      inflight_cv_.wait(lock, [&] { return inflight_ == 0; });
+      MutexLock lock(inflight_mu_);
+      while (inflight_ != 0) inflight_cv_.wait(inflight_mu_);
     }
     std::unordered_map<uint64_t, std::shared_ptr<Conn>> left;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       left.swap(conns_);
     }
     for (auto& [id, c] : left) close_fd(*c);
@@ -124,7 +124,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
       c->local_ip = ip_of(a, &c->local_port);
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (stopping_.load()) {
         ::shutdown(fd, SHUT_RDWR);
         ::close(fd);
@@ -144,7 +144,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     c.instead.reset();
     c.arrivals.store(0);
     {
-      std::lock_guard<std::mutex> lock(inflight_mu_);
+      MutexLock lock(inflight_mu_);
       ++inflight_;
     }
     // Whatever becomes of the completion, the connection gets an answer: dropped uncalled (a
@@ -183,8 +183,8 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     epoll_event ev{};
     for (;;) {
       {
-        std::unique_lock<std::mutex> lock(turns_mu_);
-        turns_cv_.wait(lock, [&] { return takers_ < turns_ || stopping_.load(); });
+        MutexLock lock(turns_mu_);
+        while (takers_ >= turns_ && !stopping_.load()) turns_cv_.wait(turns_mu_);
         if (stopping_.load()) return;
         ++takers_;
       }
@@ -200,7 +200,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
           }
         }
         {
-          std::lock_guard<std::mutex> lock(turns_mu_);
+          MutexLock lock(turns_mu_);
           if (served) {
             me.serving_since.store(0);
             if (me.stuck) {  // its replacement keeps the turn
@@ -223,7 +223,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   static void lend_turn(void* ctx) {
     Slot& me = *static_cast<Slot*>(ctx);
     Loop& loop = *me.loop;
-    std::lock_guard<std::mutex> lock(loop.turns_mu_);
+    MutexLock lock(loop.turns_mu_);
     if (me.serving_since.load() == 0 || me.stuck) return;
     me.stuck = true;
     ++loop.turns_;
@@ -234,9 +234,9 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   // to a parked thread until it is done.
   void watch() {
     constexpr int64_t kStuckMs = 10;
-    std::unique_lock<std::mutex> lock(turns_mu_);
+    MutexLock lock(turns_mu_);
     while (!stopping_.load()) {
-      watch_cv_.wait_for(lock, std::chrono::milliseconds(5));
+      watch_cv_.wait_for(turns_mu_, std::chrono::milliseconds(5));
       int64_t now = now_ms();
       for (int i = 0; i < n_threads_; ++i) {
         Slot& s = slots_[i];
@@ -254,12 +254,12 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   std::shared_ptr<Conn> take(uint64_t id) {
     std::shared_ptr<Conn> c;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto it = conns_.find(id);
       if (it == conns_.end()) return nullptr;
       c = it->second;
     }
-    std::lock_guard<std::mutex> lock(c->mu);
+    MutexLock lock(c->mu);
     if (c->state != ConnState::kIdle) return nullptr;
     c->state = ConnState::kBusy;
     return c;
@@ -330,14 +330,14 @@ class HttpServer::Loop final : public httplib::TaskQueue {
       // A request already buffered is served by a thread at once (the socket is writable).
       rearm(c, conn.in_begin < conn.in_end ? EPOLLOUT : EPOLLIN);
     }
-    std::lock_guard<std::mutex> lock(inflight_mu_);
+    MutexLock lock(inflight_mu_);
     if (--inflight_ == 0) inflight_cv_.notify_all();
   }
 
   // Hands an owned connection to the set (op ADD for a new one), to be taken by the thread that
   // sees `events` on it.
   void rearm(const std::shared_ptr<Conn>& c, uint32_t events, int op = EPOLL_CTL_MOD) {
-    std::lock_guard<std::mutex> lock(c->mu);
+    MutexLock lock(c->mu);
     c->state = ConnState::kIdle;
     c->idle_since_ms = now_ms();
     epoll_event ev{};
@@ -345,27 +345,30 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     ev.data.u64 = c->id;
     if (::epoll_ctl(epfd_, op, c->fd, &ev) != 0) {
       c->state = ConnState::kBusy;  // not in the set: closed as its owner
-      close_owned(c, /*locked=*/true);
+      close_fd_locked(*c);
+      forget(c->id);
     }
   }
 
-  void close_owned(const std::shared_ptr<Conn>& c, bool locked = false) {
-    if (locked) {
-      close_fd_locked(*c);
-    } else {
-      std::lock_guard<std::mutex> lock(c->mu);
+  void close_owned(const std::shared_ptr<Conn>& c) {
+    {
+      MutexLock lock(c->mu);
       close_fd_locked(*c);
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    conns_.erase(c->id);
+    forget(c->id);
+  }
+
+  void forget(uint64_t id) {
+    MutexLock lock(mu_);
+    conns_.erase(id);
   }
 
   void close_fd(Conn& c) {
-    std::lock_guard<std::mutex> lock(c.mu);
+    MutexLock lock(c.mu);
     close_fd_locked(c);
   }
 
-  void close_fd_locked(Conn& c) {
+  void close_fd_locked(Conn& c) REQUIRES(c.mu) {
     if (c.fd < 0) return;
     c.state = ConnState::kClosed;
     ::epoll_ctl(epfd_, EPOLL_CTL_DEL, c.fd, nullptr);
@@ -382,14 +385,14 @@ class HttpServer::Loop final : public httplib::TaskQueue {
     if (now - last < 1000 || !last_sweep_ms_.compare_exchange_strong(last, now)) return;
     std::vector<std::shared_ptr<Conn>> all;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       all.reserve(conns_.size());
       for (auto& [id, c] : conns_) all.push_back(c);
     }
     const int64_t limit = static_cast<int64_t>(opt_.keep_alive_timeout_s) * 1000;
     std::vector<uint64_t> closed;
     for (auto& c : all) {
-      std::lock_guard<std::mutex> lock(c->mu);
+      MutexLock lock(c->mu);
       if (c->state != ConnState::kIdle) continue;  // owned by a thread: not ours to read
       // One still being sent a response waits for its client up to the write timeout instead.
       int64_t allowed = c->out.empty() ? limit : static_cast<int64_t>(write_ms());
@@ -399,7 +402,7 @@ class HttpServer::Loop final : public httplib::TaskQueue {
       }
     }
     if (closed.empty()) return;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (uint64_t id : closed) conns_.erase(id);
   }
 
@@ -414,20 +417,20 @@ class HttpServer::Loop final : public httplib::TaskQueue {
   std::thread watchdog_;
   std::atomic<bool> stopping_{false};
 
-  std::mutex turns_mu_;
-  std::condition_variable turns_cv_;  // a turn is free (parked threads wait here)
-  std::condition_variable watch_cv_;  // stop, for the watchdog
-  int turns_ = 0;                     // threads that may take requests; guarded by turns_mu_
-  int takers_ = 0;                    // threads holding a turn; guarded by turns_mu_
+  Mutex turns_mu_;
+  CondVar turns_cv_;                      // a turn is free (parked threads wait here)
+  CondVar watch_cv_;                      // stop, for the watchdog
+  int turns_ GUARDED_BY(turns_mu_) = 0;   // threads that may take requests
+  int takers_ GUARDED_BY(turns_mu_) = 0;  // threads holding a turn
   std::atomic<int64_t> last_sweep_ms_{0};
 
-  std::mutex mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<Conn>> conns_;  // guarded by mu_
-  uint64_t next_id_ = 0;                                       // guarded by mu_
+  Mutex mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Conn>> conns_ GUARDED_BY(mu_);
+  uint64_t next_id_ GUARDED_BY(mu_) = 0;
 
-  std::mutex inflight_mu_;
-  std::condition_variable inflight_cv_;
-  int inflight_ = 0;  // deferred responses not yet sent; guarded by inflight_mu_
+  Mutex inflight_mu_;
+  CondVar inflight_cv_;
+  int inflight_ GUARDED_BY(inflight_mu_) = 0;  // deferred responses not yet sent
 };
 
 bool can_defer_response() { return t_conn != nullptr && t_loop != nullptr && !t_conn->deferred; }

@@ -3,7 +3,7 @@
 namespace ts {
 
 void BacklogRanks::reset(const std::vector<BlockCount>& counts) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   by_priority_.clear();
   for (const BlockCount& c : counts) {
     if (c.count <= 0) continue;
@@ -14,7 +14,7 @@ void BacklogRanks::reset(const std::vector<BlockCount>& counts) {
 }
 
 void BacklogRanks::add(int priority, int64_t seq, int64_t delta) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Priority& p = by_priority_[priority];
   p.total += delta;
   auto [it, added] = p.blocks.try_emplace(block_of(seq), 0);
@@ -24,7 +24,7 @@ void BacklogRanks::add(int priority, int64_t seq, int64_t delta) {
 }
 
 BacklogRanks::Ahead BacklogRanks::ahead(int priority, int64_t seq) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Ahead out;
   int64_t block = block_of(seq);
   out.block_first_seq = block << kBlockBits;
@@ -42,7 +42,7 @@ BacklogRanks::Ahead BacklogRanks::ahead(int priority, int64_t seq) const {
 }
 
 int64_t BacklogRanks::total() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   int64_t n = 0;
   for (const auto& [prio, p] : by_priority_) n += p.total;
   return n;

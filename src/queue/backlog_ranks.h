@@ -12,8 +12,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <vector>
+
+#include "core/mutex.h"
 
 namespace ts {
 
@@ -48,8 +49,8 @@ class BacklogRanks {
     int64_t total = 0;
     std::map<int64_t, int64_t> blocks;  // block → QUEUED tasks in it; no zero entries
   };
-  mutable std::mutex mu_;
-  std::map<int, Priority, std::greater<int>> by_priority_;  // guarded by mu_; highest first
+  mutable Mutex mu_;
+  std::map<int, Priority, std::greater<int>> by_priority_ GUARDED_BY(mu_);  // highest first
 };
 
 }  // namespace ts

@@ -26,7 +26,7 @@ ReadyQueue::ReadyQueue(Options options, Source source, const Clock& clock)
 ReadyQueue::~ReadyQueue() { stop(); }
 
 void ReadyQueue::start() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   more_in_store_ = true;
   ++spill_gen_;
   next_due_ = clock_.now_ms();  // look for due retries at once
@@ -38,7 +38,7 @@ void ReadyQueue::start() {
 
 void ReadyQueue::stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   workers_cv_.notify_all();
@@ -58,7 +58,7 @@ void ReadyQueue::offer_locked(QueueItem item) {
 void ReadyQueue::offer(QueueItem item) {
   bool new_front;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     int64_t seq = item.seq;
     offer_locked(std::move(item));
     const QueueItem* front = channel_.front();
@@ -72,7 +72,7 @@ void ReadyQueue::offer(QueueItem item) {
 
 void ReadyQueue::give_back(QueueItem item) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     taken_.erase(item.seq);
     offer_locked(std::move(item));
   }
@@ -82,7 +82,7 @@ void ReadyQueue::give_back(QueueItem item) {
 void ReadyQueue::schedule(int64_t due_ms) {
   bool sooner;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     sooner = !next_due_ || due_ms < *next_due_;
     if (sooner) next_due_ = due_ms;
   }
@@ -92,7 +92,7 @@ void ReadyQueue::schedule(int64_t due_ms) {
 void ReadyQueue::release(int64_t seq) {
   bool low;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     taken_.erase(seq);
     low = more_in_store_ && channel_.size() <= channel_.capacity() / 2;
   }
@@ -100,23 +100,25 @@ void ReadyQueue::release(int64_t seq) {
 }
 
 void ReadyQueue::remove(int64_t seq) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   channel_.remove(seq);
 }
 
 void ReadyQueue::wake() {
-  { std::lock_guard<std::mutex> lock(mu_); }
+  { MutexLock lock(mu_); }
   workers_cv_.notify_all();
 }
 
 std::optional<QueueItem> ReadyQueue::take(const std::function<bool(const QueueItem&)>& try_start,
                                           int max_wait_ms) {
-  std::unique_lock<std::mutex> lock(mu_);
-  bool ready = workers_cv_.wait_for(lock, std::chrono::milliseconds(max_wait_ms), [&] {
-    if (stopping_) return true;
-    const QueueItem* front = channel_.front();
-    return front != nullptr && try_start(*front);
-  });
+  MutexLock lock(mu_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_wait_ms);
+  bool ready = front_taken_or_stopping(try_start);
+  while (!ready) {
+    bool timed_out = workers_cv_.wait_until(mu_, deadline) == std::cv_status::timeout;
+    ready = front_taken_or_stopping(try_start);
+    if (timed_out) break;
+  }
   if (!ready || stopping_) return std::nullopt;
   std::optional<QueueItem> item = channel_.pop_front();
   taken_.insert(item->seq);
@@ -129,13 +131,19 @@ std::optional<QueueItem> ReadyQueue::take(const std::function<bool(const QueueIt
   return item;
 }
 
+bool ReadyQueue::front_taken_or_stopping(const std::function<bool(const QueueItem&)>& try_start) {
+  if (stopping_) return true;
+  const QueueItem* front = channel_.front();
+  return front != nullptr && try_start(*front);
+}
+
 size_t ReadyQueue::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return channel_.size();
 }
 
 void ReadyQueue::feeder_loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   while (!stopping_) {
     int64_t now = clock_.now_ms();
     bool due = next_due_ && now >= *next_due_;
@@ -143,7 +151,7 @@ void ReadyQueue::feeder_loop() {
     if (!due && !low) {
       int64_t wait_ms = kIdlePollMs;
       if (next_due_) wait_ms = std::clamp<int64_t>(*next_due_ - now, 1, kIdlePollMs);
-      feeder_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
+      feeder_cv_.wait_for(mu_, std::chrono::milliseconds(wait_ms));
       continue;
     }
     if (due) {
@@ -176,7 +184,7 @@ void ReadyQueue::feeder_loop() {
       spdlog::warn("queue {}: feeder cannot read the store: {}", options_.name,
                    rows.ok() ? "next_due failed" : rows.status().message());
       if (due) next_due_ = now + kIdlePollMs;
-      feeder_cv_.wait_for(lock, std::chrono::milliseconds(kIdlePollMs));
+      feeder_cv_.wait_for(mu_, std::chrono::milliseconds(kIdlePollMs));
       continue;
     }
     for (QueueItem& item : *rows) offer_locked(std::move(item));

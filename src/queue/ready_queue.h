@@ -10,15 +10,14 @@
 // "Held" tasks are those in the channel or taken by a worker and not yet released; the
 // feeder never brings a held task in twice.
 
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_set>
 #include <vector>
 
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "core/status.h"
 #include "queue/channel.h"
 
@@ -69,21 +68,24 @@ class ReadyQueue {
 
  private:
   void feeder_loop();
-  void offer_locked(QueueItem item);
+  void offer_locked(QueueItem item) REQUIRES(mu_);
+  // take()'s condition: stopping, or the front item accepted by try_start.
+  bool front_taken_or_stopping(const std::function<bool(const QueueItem&)>& try_start)
+      REQUIRES(mu_);
 
   const Options options_;
   const Source source_;
   const Clock& clock_;
 
-  mutable std::mutex mu_;
-  std::condition_variable workers_cv_;
-  std::condition_variable feeder_cv_;
-  Channel channel_;                    // guarded by mu_
-  std::unordered_set<int64_t> taken_;  // guarded by mu_: taken by workers, not yet released
-  bool more_in_store_ = true;          // guarded by mu_: the store may hold ready tasks not here
-  uint64_t spill_gen_ = 0;             // guarded by mu_: bumped whenever more_in_store_ is set
-  std::optional<int64_t> next_due_;    // guarded by mu_
-  bool stopping_ = false;              // guarded by mu_
+  mutable Mutex mu_;
+  CondVar workers_cv_;
+  CondVar feeder_cv_;
+  Channel channel_ GUARDED_BY(mu_);
+  std::unordered_set<int64_t> taken_ GUARDED_BY(mu_);  // taken by workers, not yet released
+  bool more_in_store_ GUARDED_BY(mu_) = true;          // the store may hold ready tasks not here
+  uint64_t spill_gen_ GUARDED_BY(mu_) = 0;             // bumped whenever more_in_store_ is set
+  std::optional<int64_t> next_due_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::thread feeder_;
 };
 

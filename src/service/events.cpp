@@ -8,7 +8,7 @@ namespace ts {
 
 void EventHub::publish(const std::vector<TaskChange>& changes) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (const TaskChange& c : changes) {
       TaskEvent e;
       e.id = next_id_++;
@@ -28,7 +28,7 @@ void EventHub::publish(const std::vector<TaskChange>& changes) {
 }
 
 uint64_t EventHub::last_id() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return next_id_ - 1;
 }
 
@@ -38,7 +38,7 @@ std::vector<TaskEvent> EventHub::wait_after(uint64_t* cursor, std::chrono::milli
   std::vector<TaskEvent> out;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   uint64_t after = *cursor;
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (lost) *lost = false;
   for (;;) {
     if (!ring_.empty() && after + 1 < ring_.front().id && lost) *lost = true;
@@ -49,7 +49,7 @@ std::vector<TaskEvent> EventHub::wait_after(uint64_t* cursor, std::chrono::milli
     // Nothing of interest yet: skip what was scanned and wait for more.
     if (!ring_.empty()) after = std::max(after, ring_.back().id);
     about_to_block();
-    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) break;
+    if (cv_.wait_until(mu_, deadline) == std::cv_status::timeout) break;
   }
   if (!ring_.empty()) after = std::max(after, ring_.back().id);
   *cursor = after;
@@ -59,14 +59,14 @@ std::vector<TaskEvent> EventHub::wait_after(uint64_t* cursor, std::chrono::milli
 
 void EventHub::close() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     closed_ = true;
   }
   cv_.notify_all();
 }
 
 bool EventHub::closed() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return closed_;
 }
 

@@ -7,15 +7,14 @@
 // Thread-safe. publish() runs on the store's writer thread and only appends and notifies.
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "core/mutex.h"
 #include "core/task.h"
 #include "store/task_store.h"
 
@@ -51,11 +50,11 @@ class EventHub {
 
  private:
   const size_t capacity_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<TaskEvent> ring_;  // guarded by mu_: ids ascending, contiguous
-  uint64_t next_id_ = 1;        // guarded by mu_
-  bool closed_ = false;         // guarded by mu_
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<TaskEvent> ring_ GUARDED_BY(mu_);  // ids ascending, contiguous
+  uint64_t next_id_ GUARDED_BY(mu_) = 1;
+  bool closed_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace ts

@@ -12,14 +12,14 @@ LongPolls::LongPolls(EventHub& events, IsFinal is_final)
 
 LongPolls::~LongPolls() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   std::multimap<std::string, PollPtr> left;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     left.swap(polls_);
     done_ = true;
   }
@@ -29,7 +29,7 @@ LongPolls::~LongPolls() {
 bool LongPolls::add(const std::string& task_id, uint64_t cursor,
                     std::chrono::steady_clock::time_point deadline, std::function<void()> answer) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (done_) return false;  // shut down meanwhile: no thread left to answer it later
     polls_.emplace(task_id, std::make_shared<Poll>(Poll{task_id, deadline, std::move(answer)}));
     rewind_to_ = std::min(rewind_to_, cursor);
@@ -50,9 +50,9 @@ void LongPolls::loop() {
     std::vector<PollPtr> due, recheck;
     std::chrono::milliseconds sleep(100);  // the waits end within this of their deadline
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (polls_.empty()) cursor = UINT64_MAX;  // the next poll's cursor says where to look
-      cv_.wait(lock, [&] { return !polls_.empty() || stop_; });
+      while (polls_.empty() && !stop_) cv_.wait(mu_);
       if (stop_) return;
       // Back to the oldest cursor of the polls registered since: an event that made one final
       // may be behind the events already looked at.
@@ -69,7 +69,7 @@ void LongPolls::loop() {
         &cursor, sleep, [](const TaskEvent& e) { return is_final(e.status); }, &lost);
     bool closed = events_.closed();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       auto now = std::chrono::steady_clock::now();
       for (const TaskEvent& e : events) {
         auto [from, to] = polls_.equal_range(e.task_id);
@@ -93,7 +93,7 @@ void LongPolls::loop() {
       if (!is_final_(poll->task_id)) continue;
       bool taken = false;
       {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(mu_);
         auto [from, to] = polls_.equal_range(poll->task_id);
         for (auto it = from; it != to && !taken; ++it) {
           if (it->second == poll) {

@@ -8,15 +8,14 @@
 // waiting and joins it.
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "core/mutex.h"
 #include "service/events.h"
 
 namespace ts {
@@ -48,15 +47,15 @@ class LongPolls {
   EventHub& events_;
   const IsFinal is_final_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;                 // a poll came while none waited, or stop
-  std::multimap<std::string, PollPtr> polls_;  // by task id; guarded by mu_
-  // The oldest EventHub cursor of the polls registered since the thread last looked; guarded
-  // by mu_.
-  uint64_t rewind_to_ = UINT64_MAX;
-  bool done_ = false;   // the thread has ended (shutdown); guarded by mu_
-  bool stop_ = false;   // destructor; guarded by mu_
-  std::thread thread_;  // started by the first poll; guarded by mu_
+  Mutex mu_;
+  CondVar cv_;  // a poll came while none waited, or stop
+  std::multimap<std::string, PollPtr> polls_ GUARDED_BY(mu_);  // by task id
+  // The oldest EventHub cursor of the polls registered since the thread last looked.
+  uint64_t rewind_to_ GUARDED_BY(mu_) = UINT64_MAX;
+  bool done_ GUARDED_BY(mu_) = false;  // the thread has ended (shutdown)
+  bool stop_ GUARDED_BY(mu_) = false;  // destructor
+  // Started by the first poll; the destructor joins it without mu_ (no add() runs then).
+  std::thread thread_ GUARDED_BY(mu_);
 };
 
 }  // namespace ts

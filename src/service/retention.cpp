@@ -20,7 +20,7 @@ Retention::~Retention() { stop(); }
 
 void Retention::stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
@@ -54,7 +54,7 @@ void Retention::start(std::chrono::seconds keep) {
                                                      std::chrono::minutes(1));
   thread_ = std::thread([this, keep, every] {
     name_this_thread("ts-retention");
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     while (!stop_.load()) {
       lock.unlock();
       int64_t before =
@@ -67,7 +67,10 @@ void Retention::start(std::chrono::seconds keep) {
                      keep.count());
       }
       lock.lock();
-      cv_.wait_for(lock, every, [this] { return stop_.load(); });
+      const auto deadline = std::chrono::steady_clock::now() + every;
+      while (!stop_.load()) {
+        if (cv_.wait_until(mu_, deadline) == std::cv_status::timeout) break;
+      }
     }
   });
 }

@@ -7,13 +7,12 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "store/blob_store.h"
 #include "store/task_store.h"
 
@@ -39,8 +38,8 @@ class Retention {
   const BlobStore& inputs_;
   const Clock& clock_;
   const OnPurged on_purged_;
-  std::mutex mu_;
-  std::condition_variable cv_;
+  Mutex mu_;
+  CondVar cv_;
   std::atomic<bool> stop_{false};  // set under mu_
   std::thread thread_;
 };

@@ -56,7 +56,7 @@ void GroupCommitter::start() {
 
 void GroupCommitter::close() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (closed_) return;
     closed_ = true;
     stopping_ = true;
@@ -65,7 +65,7 @@ void GroupCommitter::close() {
   if (writer_.joinable()) writer_.join();
   {
     // After the writer: every op it took has been handed over and is woken before this returns.
-    std::lock_guard<std::mutex> lock(notify_mu_);
+    MutexLock lock(notify_mu_);
     notifier_stop_ = true;
   }
   notify_cv_.notify_all();
@@ -73,7 +73,7 @@ void GroupCommitter::close() {
 }
 
 bool GroupCommitter::queue(WriteOp* op) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (stopping_) return false;
   bool was_idle = pending_.empty();
   op->bell = &bells_[open_bell_ % bells_.size()];
@@ -113,8 +113,8 @@ void GroupCommitter::writer_loop() {
   std::vector<WriteOp*> batch;
   for (;;) {
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return !pending_.empty() || stopping_; });
+      MutexLock lock(mu_);
+      while (pending_.empty() && !stopping_) cv_.wait(mu_);
       if (pending_.empty()) return;  // stopping, nothing left
       while (!pending_.empty() && batch.size() < options_.max_batch) {
         batch.push_back(pending_.front());
@@ -132,7 +132,7 @@ void GroupCommitter::writer_loop() {
     // Waking the callers costs more than committing for them (a cross-CPU wakeup per caller):
     // the notifier does it while this thread goes on with the next transaction.
     {
-      std::lock_guard<std::mutex> lock(notify_mu_);
+      MutexLock lock(notify_mu_);
       to_notify_.insert(to_notify_.end(), batch.begin(), batch.end());
     }
     notify_cv_.notify_one();
@@ -144,9 +144,9 @@ void GroupCommitter::notifier_loop() {
   std::vector<WriteOp*> ops;
   std::vector<std::atomic<uint32_t>*> bells;
   std::vector<WriteOp*> unwaited;  // insert_async's
-  std::unique_lock<std::mutex> lock(notify_mu_);
+  MutexLock lock(notify_mu_);
   for (;;) {
-    notify_cv_.wait(lock, [&] { return !to_notify_.empty() || notifier_stop_; });
+    while (to_notify_.empty() && !notifier_stop_) notify_cv_.wait(notify_mu_);
     if (to_notify_.empty()) return;
     ops.swap(to_notify_);
     lock.unlock();

@@ -10,15 +10,14 @@
 
 #include <array>
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "core/mutex.h"
 #include "core/status.h"
 #include "core/task.h"
 #include "store/task_store.h"
@@ -99,21 +98,21 @@ class GroupCommitter {
   CommitListener listener_;
   std::vector<TaskChange> changes_;  // the writer thread's only
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<WriteOp*> pending_;  // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<WriteOp*> pending_ GUARDED_BY(mu_);
   // Futex words callers sleep on, one per transaction in turn; a bell is reused every 64
   // transactions, which can only wake a caller early, never miss one.
   std::array<std::atomic<uint32_t>, 64> bells_{};
-  uint64_t open_bell_ = 0;  // guarded by mu_: the bell of the ops queued now
-  bool stopping_ = false;   // guarded by mu_
-  bool closed_ = false;     // guarded by mu_
+  uint64_t open_bell_ GUARDED_BY(mu_) = 0;  // the bell of the ops queued now
+  bool stopping_ GUARDED_BY(mu_) = false;
+  bool closed_ GUARDED_BY(mu_) = false;
   std::thread writer_;
 
-  std::mutex notify_mu_;
-  std::condition_variable notify_cv_;
-  std::vector<WriteOp*> to_notify_;  // guarded by notify_mu_: committed, callers not yet woken
-  bool notifier_stop_ = false;       // guarded by notify_mu_
+  Mutex notify_mu_;
+  CondVar notify_cv_;
+  std::vector<WriteOp*> to_notify_ GUARDED_BY(notify_mu_);  // committed, callers not yet woken
+  bool notifier_stop_ GUARDED_BY(notify_mu_) = false;
   std::thread notifier_;
 };
 

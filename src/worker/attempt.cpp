@@ -35,11 +35,11 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
   // Registered before the task turns RUNNING, so a cancel that lands in between still finds
   // the call and aborts it before it is sent.
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     running_[item.seq] = Running{call, INT64_MAX};
   }
   auto unregister = [&] {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     running_.erase(item.seq);
     cv_.notify_all();
   };
@@ -63,7 +63,7 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
   int timeout_s =
       std::clamp(task.timeout_s.value_or(options_.default_timeout_s), 1, options_.max_timeout_s);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     running_[item.seq].deadline_ms = started + int64_t{timeout_s} * 1000;
   }
 

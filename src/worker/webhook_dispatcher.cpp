@@ -56,7 +56,7 @@ void WebhookDispatcher::start() {
 
 void WebhookDispatcher::stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -70,14 +70,14 @@ void WebhookDispatcher::stop() {
 
 void WebhookDispatcher::wake() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     woken_ = true;
   }
   cv_.notify_one();
 }
 
 void WebhookDispatcher::scheduler_loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   while (!stopping_) {
     woken_ = false;
     lock.unlock();
@@ -93,14 +93,17 @@ void WebhookDispatcher::scheduler_loop() {
     }
     int64_t wait_ms = kIdleCheckMs;
     if (next.ok() && *next) wait_ms = std::clamp<int64_t>(**next - now, 10, kIdleCheckMs);
-    cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return woken_ || stopping_; });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+    while (!woken_ && !stopping_) {
+      if (cv_.wait_until(mu_, deadline) == std::cv_status::timeout) break;
+    }
   }
 }
 
 void WebhookDispatcher::sender_loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (;;) {
-    work_cv_.wait(lock, [&] { return stopping_ || !ready_.empty(); });
+    while (!stopping_ && ready_.empty()) work_cv_.wait(mu_);
     if (stopping_) return;
     int64_t seq = ready_.back();
     ready_.pop_back();

@@ -7,9 +7,7 @@
 //
 // Thread-safe: start() and stop() from the owner; wake() from anywhere.
 
-#include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -17,6 +15,7 @@
 
 #include "core/clock.h"
 #include "core/metrics.h"
+#include "core/mutex.h"
 #include "store/task_store.h"
 
 namespace ts {
@@ -55,13 +54,13 @@ class WebhookDispatcher {
   Metrics& metrics_;
   const Render render_;
 
-  std::mutex mu_;
-  std::condition_variable cv_;       // the scheduler waits here
-  std::condition_variable work_cv_;  // senders wait here
-  std::vector<int64_t> ready_;       // guarded by mu_: due, not yet taken by a sender
-  std::set<int64_t> in_flight_;      // guarded by mu_: queued or being delivered
-  bool woken_ = false;               // guarded by mu_
-  bool stopping_ = false;            // guarded by mu_
+  Mutex mu_;
+  CondVar cv_;                                   // the scheduler waits here
+  CondVar work_cv_;                              // senders wait here
+  std::vector<int64_t> ready_ GUARDED_BY(mu_);   // due, not yet taken by a sender
+  std::set<int64_t> in_flight_ GUARDED_BY(mu_);  // queued or being delivered
+  bool woken_ GUARDED_BY(mu_) = false;
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::thread scheduler_;
   std::vector<std::thread> senders_;
 };

@@ -78,8 +78,11 @@ void WorkerPool::stop_taking() {
 void WorkerPool::shutdown(std::chrono::milliseconds grace) {
   stop_taking();
   {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, grace, [&] { return running_.empty(); });
+    MutexLock lock(mu_);
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    while (!running_.empty()) {
+      if (cv_.wait_until(mu_, deadline) == std::cv_status::timeout) break;
+    }
     for (auto& [seq, r] : running_) r.call->abort(AbortReason::kShutdown);
   }
   for (auto& t : workers_) {
@@ -87,7 +90,7 @@ void WorkerPool::shutdown(std::chrono::milliseconds grace) {
   }
   workers_.clear();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -114,7 +117,7 @@ void WorkerPool::on_change(const TaskChange& c) {
   if (c.to == TaskState::kCanceled && c.from) canceled(c.seq, *c.from);
   if (c.to == TaskState::kDone || c.to == TaskState::kFailed) {
     int64_t minute = c.at_ms / 60'000;
-    std::lock_guard<std::mutex> lock(throughput_mu_);
+    MutexLock lock(throughput_mu_);
     if (throughput_.empty() || throughput_.back().first < minute) {
       throughput_.emplace_back(minute, 0);
     }
@@ -139,14 +142,14 @@ void WorkerPool::canceled(int64_t seq, TaskState was) {
     queue_.remove(seq);
     return;
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   auto it = running_.find(seq);
   if (it != running_.end()) it->second.call->abort(AbortReason::kCanceled);
 }
 
 int64_t WorkerPool::backoff_ms(int attempt) {
   int64_t ms = doubling_delay_ms(options_.retry.base_ms, attempt, options_.retry.cap_ms);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return equal_jitter_ms(ms, rng_);
 }
 
@@ -177,7 +180,7 @@ void WorkerPool::report(const std::string& task_id, const std::string& backend,
 }
 
 void WorkerPool::watchdog_loop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   while (!stopping_) {
     int64_t now = clock_.now_ms();
     for (auto& [seq, r] : running_) {
@@ -185,7 +188,7 @@ void WorkerPool::watchdog_loop() {
         r.call->abort(AbortReason::kTimeout);
       }
     }
-    cv_.wait_for(lock, std::chrono::milliseconds(kWatchdogTickMs));
+    cv_.wait_for(mu_, std::chrono::milliseconds(kWatchdogTickMs));
   }
 }
 
@@ -239,7 +242,7 @@ PoolStats WorkerPool::stats() const {
   int64_t now_minute = clock_.now_ms() / 60'000;
   s.throughput_per_minute.assign(kThroughputMinutes, 0);
   {
-    std::lock_guard<std::mutex> lock(throughput_mu_);
+    MutexLock lock(throughput_mu_);
     for (const auto& [minute, n] : throughput_) {
       int64_t age = now_minute - minute;
       if (age >= 0 && age < kThroughputMinutes) {

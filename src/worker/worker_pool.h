@@ -13,11 +13,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -27,6 +25,7 @@
 #include "balancer/balancer.h"
 #include "balancer/health_checker.h"
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "queue/backlog_ranks.h"
 #include "queue/ready_queue.h"
 #include "store/blob_store.h"
@@ -153,14 +152,14 @@ class WorkerPool {
   std::atomic<bool> taking_{true};
 
   static constexpr int kThroughputMinutes = 15;
-  mutable std::mutex throughput_mu_;
-  std::deque<std::pair<int64_t, int64_t>> throughput_;  // guarded by throughput_mu_:
-                                                        // (minute, tasks finished), oldest first
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<int64_t, Running> running_;  // guarded by mu_: seq → its backend call
-  bool stopping_ = false;               // guarded by mu_
-  std::mt19937_64 rng_;                 // guarded by mu_
+  mutable Mutex throughput_mu_;
+  // (minute, tasks finished), oldest first.
+  std::deque<std::pair<int64_t, int64_t>> throughput_ GUARDED_BY(throughput_mu_);
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::map<int64_t, Running> running_ GUARDED_BY(mu_);  // seq → its backend call
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::mt19937_64 rng_ GUARDED_BY(mu_);
 
   std::vector<std::thread> workers_;
   std::thread watchdog_;

@@ -11,7 +11,7 @@ namespace ts::sqlite {
 
 SqliteTaskStore::ReaderPool::Lease SqliteTaskStore::ReaderPool::lease() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!idle_.empty()) {
       auto c = std::move(idle_.back());
       idle_.pop_back();
@@ -24,7 +24,7 @@ SqliteTaskStore::ReaderPool::Lease SqliteTaskStore::ReaderPool::lease() {
 }
 
 void SqliteTaskStore::ReaderPool::give_back(std::unique_ptr<Connection> c) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   if (static_cast<int>(idle_.size()) < keep_) idle_.push_back(std::move(c));
 }
 

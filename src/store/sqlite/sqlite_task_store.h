@@ -15,11 +15,11 @@
 
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "core/clock.h"
+#include "core/mutex.h"
 #include "store/group_commit.h"
 #include "store/migrations.h"
 #include "store/sqlite/rows.h"
@@ -118,8 +118,8 @@ class SqliteTaskStore final : public TaskStore, private BatchExecutor {
     void give_back(std::unique_ptr<Connection> c);
     const std::string path_;
     const int keep_;
-    std::mutex mu_;
-    std::vector<std::unique_ptr<Connection>> idle_;  // guarded by mu_
+    Mutex mu_;
+    std::vector<std::unique_ptr<Connection>> idle_ GUARDED_BY(mu_);
   };
 
   SqliteTaskStore(StoreOptions options, const Clock& clock);
