@@ -9,6 +9,9 @@
 #   3. p50/p99 submit latency at half the full-sync throughput (paced by wrk's delay())
 #   4. a backlog of 1,000,000 QUEUED tasks: start-up time and resident memory, against an
 #      empty store
+#   5. optional, with BENCH_E2E=1: the end-to-end dispatch benchmarks of scripts/bench_e2e.sh
+#      (jobs/s from submit to DONE, backend utilisation, submits under dispatch load, BullMQ as
+#      the peer) with N = BENCH_E2E_N tasks (default 100000), after this script's summary
 # Usage: scripts/bench.sh [seconds per run, default 10]. Prints a summary table at the end.
 # Every load is bounded in time and goes to 127.0.0.1 only.
 set -euo pipefail
@@ -157,3 +160,8 @@ cat <<EOF
 | submit on top of the backlog              | HTTP ${code}, newest task's queue_position ${pos} |
 | GET of that newest task (queue_position)  | ${pos_ms} ms; polled by 16 connections ${poll_rate} req/s, p99 ${poll99} ms |
 EOF
+
+if [ "${BENCH_E2E:-0}" = 1 ]; then
+  echo
+  scripts/bench_e2e.sh "${BENCH_E2E_N:-100000}"
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages taskserver needs. Idempotent and quiet when all is there.
 #   scripts/install-deps.sh            build and test (the default)
-#   scripts/install-deps.sh bench      + wrk and the sqlite3 shell (scripts/bench.sh)
+#   scripts/install-deps.sh bench      + wrk and the sqlite3 shell (scripts/bench.sh); redis-server,
+#                                      node and npm (the BullMQ peer of scripts/bench_e2e.sh)
 #   scripts/install-deps.sh browser    + chromium and node (the dashboard's browser test)
 #   scripts/install-deps.sh fuzz       + clang's libFuzzer runtime (scripts/fuzz.sh)
 #   scripts/install-deps.sh package    + dpkg-dev, lintian, systemd (the .deb and unit checks)
@@ -13,7 +14,11 @@ want=(g++ cmake make pkg-config git ca-certificates curl jq clang-format
       libspdlog-dev libfmt-dev doctest-dev libssl-dev zlib1g-dev)
 for extra in "$@"; do
   case "$extra" in
-    bench) want+=(wrk sqlite3 procps) ;;
+    bench)
+      want+=(wrk sqlite3 procps redis-server)
+      command -v node >/dev/null || want+=(nodejs)
+      command -v npm >/dev/null || want+=(npm)
+      ;;
     browser)
       want+=(chromium)
       # Machines with Node.js from NodeSource have node and npm already; Debian's npm package
