@@ -27,6 +27,7 @@ PoolOptions pool_options(const ServeConfig& c, const PoolConfig& p) {
   o.retry.base_ms = p.retry_base_ms > 0 ? p.retry_base_ms : c.retry_base_ms;
   o.retry.cap_ms = p.retry_cap_ms > 0 ? p.retry_cap_ms : c.retry_cap_ms;
   o.max_answer_bytes = static_cast<size_t>(c.max_result);
+  o.inline_result_max = static_cast<size_t>(std::max<int64_t>(0, c.inline_result_max));
   // The image pool's answers are served as images (/api/images/{id}): check they are some.
   o.expect_images = p.name == "image";
   return o;

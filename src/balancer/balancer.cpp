@@ -205,6 +205,16 @@ std::vector<BackendSnapshot> Balancer::snapshot() const {
   return out;
 }
 
+int Balancer::claimable_slots() const {
+  MutexLock lock(mu_);
+  int64_t now = clock_.now_ms();
+  int n = 0;
+  for (const Backend& b : backends_) {
+    if (b.probe_up && now >= b.ejected_until && now >= b.resting_until) n += b.spec.slots;
+  }
+  return n;
+}
+
 int Balancer::total_slots() const {
   MutexLock lock(mu_);
   int total = 0;

@@ -111,6 +111,9 @@ class Balancer {
   // Without the lock: backends_ never changes size, nor a backend its spec, after construction.
   size_t size() const NO_THREAD_SAFETY_ANALYSIS { return backends_.size(); }
   int total_slots() const;
+  // Slots of the backends that take tasks now or once their calls end: probes up, neither
+  // ejected nor resting. A pool claims no more tasks ahead of a slot than this.
+  int claimable_slots() const;
   // Without the lock, as size().
   std::string url(size_t index) const NO_THREAD_SAFETY_ANALYSIS {
     return backends_[index].spec.url;

@@ -236,6 +236,9 @@ Parsed parse_command_line(int argc, char** argv) {
   add_layered(&app, layered, "max-upload", s.max_upload, "Largest multipart upload in bytes");
   add_layered(&app, layered, "max-result", s.max_result,
               "Largest backend answer kept as a result, in bytes");
+  add_layered(&app, layered, "inline-result-max", s.inline_result_max,
+              "Results up to this many bytes are kept in the database with the task's DONE; "
+              "larger ones are files in results/ (0: every result a file)");
   add_layered(&app, layered, "api-token", s.api_tokens,
               "Require Authorization: Bearer <token> on /api/ (repeatable)");
   layered.back().option->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
@@ -350,7 +353,8 @@ Parsed parse_command_line(int argc, char** argv) {
     if (s.queue_capacity < 1 || s.max_queued < 1 || s.http_threads < 4 || s.max_body < 1024 ||
         s.fall < 1 || s.rise < 1 || s.max_fails < 1 || s.health_interval_ms < 10 ||
         s.max_attempts < 1 || s.max_attempts > 100 || s.default_timeout_s < 1 ||
-        s.max_timeout_s < s.default_timeout_s || s.sse_heartbeat_s < 1 || s.max_streams < 0) {
+        s.max_timeout_s < s.default_timeout_s || s.sse_heartbeat_s < 1 || s.max_streams < 0 ||
+        s.inline_result_max < 0 || s.inline_result_max > (64ll << 20)) {
       throw CLI::ValidationError("settings", "a numeric setting is out of range (see --help)");
     }
     if (auto keep = parse_duration_s(s.retain_final)) {

@@ -43,6 +43,7 @@ struct ServeConfig {
   int64_t max_body = 1 << 20;
   int64_t max_upload = 100ll << 20;
   int64_t max_result = 128ll << 20;
+  int64_t inline_result_max = 256ll << 10;
   std::vector<std::string> api_tokens;
   std::string api_token_file;
   std::string webhook_secret;

@@ -109,6 +109,15 @@ void GroupCommitter::insert_async(Task task,
   op.release();  // the notifier deletes it
 }
 
+void GroupCommitter::write_async(std::function<Status()> fn) {
+  auto op = std::make_unique<WriteOp>();
+  op->fn = std::move(fn);
+  op->savepoint = true;
+  op->on_done = [](const StatusOr<InsertOutcome>&) {};
+  if (!queue(op.get())) return;
+  op.release();  // the notifier deletes it
+}
+
 void GroupCommitter::writer_loop() {
   std::vector<WriteOp*> batch;
   for (;;) {

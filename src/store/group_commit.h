@@ -85,6 +85,9 @@ class GroupCommitter {
   Status write(bool savepoint, std::function<Status()> fn);
   // Inserts `task` without waiting: `done` is called once (see WriteOp::on_done).
   void insert_async(Task task, std::function<void(const StatusOr<InsertOutcome>&)> done);
+  // Runs fn in a batch without waiting for it (in a savepoint: a failure leaves no trace). It is
+  // queued behind the writes queued before it, so it commits with or after them.
+  void write_async(std::function<Status()> fn);
 
  private:
   // Hands an op to the writer; false when closed (the op is not taken).

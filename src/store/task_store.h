@@ -108,9 +108,18 @@ class TaskTransitions {
  public:
   virtual ~TaskTransitions() = default;
   // QUEUED → RUNNING, counting an attempt. The task as it now is, or nullopt when it was no
-  // longer QUEUED (canceled meanwhile).
+  // longer QUEUED (canceled meanwhile). With a backend, the attempt started on it at now_ms;
+  // with "" the task is claimed ahead of its call (a worker waits for a slot with it) and
+  // note_started says when the call starts: until then recover_running gives the attempt back.
   virtual StatusOr<std::optional<Task>> mark_running(int64_t seq, const std::string& backend,
                                                      int64_t now_ms) = 0;
+  // The call of attempt `attempt` of a claimed task started on `backend` at at_ms. Not waited
+  // for: it commits with the next transaction, between the claim and the attempt's end.
+  virtual void note_started(int64_t seq, int attempt, const std::string& backend,
+                            int64_t at_ms) = 0;
+  // RUNNING → QUEUED for a claim whose call never started (no slot came): the attempt is given
+  // back and none is listed. False when it was no longer a claim of that attempt.
+  virtual StatusOr<bool> release_claim(int64_t seq, int attempt, int64_t now_ms) = 0;
   // RUNNING → DONE with its result's size and type, and its bytes when inline (committed with
   // the DONE). False when it was no longer RUNNING.
   virtual StatusOr<bool> finish_done(int64_t seq, const Attempt& attempt,

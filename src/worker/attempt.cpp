@@ -3,7 +3,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "backend/png.h"
+#include <thread>
+
+#include "backend/images_answer.h"
+#include "store/result_writer.h"
 #include "worker/worker_pool.h"
 
 namespace ts {
@@ -30,7 +33,7 @@ CallOutcome outcome_for_balancer(CallResult r) {
 
 }  // namespace
 
-void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
+void WorkerPool::run_one(const QueueItem& item, BackendConnections& connections) {
   auto call = std::make_shared<BackendCall>();
   // Registered before the task turns RUNNING, so a cancel that lands in between still finds
   // the call and aborts it before it is sent.
@@ -44,11 +47,11 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
     cv_.notify_all();
   };
 
-  int64_t started = clock_.now_ms();
-  auto marked = transitions_.mark_running(item.seq, lease.url, started);
+  // The claim: RUNNING with its attempt counted, its call not started.
+  auto marked = transitions_.mark_running(item.seq, "", clock_.now_ms());
   if (!marked.ok() || !*marked) {
     unregister();
-    balancer_.release(lease, CallOutcome::kAborted, 0, "");
+    unclaim();
     if (!marked.ok()) {
       spdlog::error("pool {}: cannot mark task {} running: {}", options_.name, item.task_id,
                     marked.status().message());
@@ -60,6 +63,25 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
     return;
   }
   const Task& task = **marked;
+  std::optional<Lease> got = wait_for_slot(item.avoid_backend, *call);
+  unclaim();
+  if (!got) {
+    unregister();
+    if (call->abort_reason() == AbortReason::kNone && taking_.load()) {
+      // No slot for it now: back to the queue, its attempt given back.
+      auto r = transitions_.release_claim(item.seq, task.attempt, clock_.now_ms());
+      if (r.ok() && *r) {
+        queue_.give_back(item);
+        return;
+      }
+    }
+    // Canceled (the store says so), or stopping: shutdown's release_running gives it back.
+    queue_.release(item.seq);
+    return;
+  }
+  const Lease lease = *got;
+  int64_t started = clock_.now_ms();
+  transitions_.note_started(item.seq, task.attempt, lease.url, started);
   int timeout_s =
       std::clamp(task.timeout_s.value_or(options_.default_timeout_s), 1, options_.max_timeout_s);
   {
@@ -78,20 +100,37 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
     req.file = InputFile{inputs_.path_of(task.task_id), *task.input_name,
                          task.input_type.value_or("application/octet-stream")};
   }
-  BackendResponse resp = call->run(req);
+  // The answer streams into the writer (memory up to the inline limit, a file past it) and,
+  // for an images pool, through the scanner that judges it: never held whole.
+  ResultWriter writer(results_, options_.inline_result_max, options_.max_answer_bytes);
+  ImagesAnswerScanner scan;
+  std::string head;  // the answer's first bytes, for an error message
+  Status write_error;
+  req.sink = [&](std::string_view bytes) {
+    if (head.size() < 120) head.append(bytes.substr(0, 120 - head.size()));
+    if (options_.expect_images) scan.feed(bytes);
+    write_error = writer.write(bytes);
+    return write_error.ok();
+  };
+  req.sink_error = [&] { return "cannot store the result: " + write_error.message(); };
+  BackendResponse resp = call->run(req, &connections);
   unregister();
-  if (resp.result == CallResult::kOk && options_.expect_images && !is_images_answer(resp.body)) {
+  if (resp.result == CallResult::kOk && options_.expect_images && !scan.finish()) {
     // A 2xx that is not an images answer is the backend misbehaving: it counts against it and
     // the task tries again, rather than ending DONE with no image.
     resp.result = CallResult::kServerError;
     resp.error = "the backend answered HTTP " + std::to_string(resp.http_status) +
-                 " without an images answer (data[0].b64_json or url): " + resp.body.substr(0, 120);
-    resp.body.clear();
+                 " without an images answer (data[0].b64_json or url): " + head;
+    writer.discard();
   }
+  // The slot is free the moment the answer is read: storing the result is not the GPU's wait.
   int64_t ended = clock_.now_ms();
   int64_t duration = ended - started;
-  balancer_.release(lease, outcome_for_balancer(resp.result), duration, resp.error,
-                    resp.retry_after_ms);
+  // A refused write (a full disk) says nothing about the backend.
+  bool storage_failed = resp.result == CallResult::kBadRequest && !write_error.ok();
+  balancer_.release(lease,
+                    storage_failed ? CallOutcome::kAborted : outcome_for_balancer(resp.result),
+                    duration, resp.error, resp.retry_after_ms);
 
   Attempt attempt{task.attempt, lease.url, "", resp.error, started, duration};
   auto finish_failed = [&](const std::string& error) {
@@ -121,7 +160,12 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
 
   switch (resp.result) {
     case CallResult::kOk: {
-      Status st = results_.put(task.task_id, resp.body);
+      // Small: its bytes go into the store with the DONE. Large: its fsynced file is moved
+      // into place first, so a DONE task's result is durable once its state is.
+      auto finished = writer.finish();
+      Status st = finished.ok() ? Status::Ok() : finished.status();
+      bool in_file = st.ok() && finished->in_file;
+      if (in_file) st = results_.adopt(std::move(finished->file), task.task_id);
       if (!st.ok()) {
         spdlog::error("task {}: cannot store result: {}", task.task_id, st.message());
         resp.error = "cannot store the result: " + st.message();
@@ -130,19 +174,26 @@ void WorkerPool::run_one(const QueueItem& item, const Lease& lease) {
       }
       attempt.outcome = "done";
       attempt.error.clear();
-      ResultMeta meta{static_cast<int64_t>(resp.body.size()),
-                      resp.content_type.empty() ? "application/octet-stream" : resp.content_type};
+      ResultMeta meta{finished->size,
+                      resp.content_type.empty() ? "application/octet-stream" : resp.content_type,
+                      in_file ? nullptr : &finished->bytes};
       auto r = transitions_.finish_done(item.seq, attempt, meta);
       if (!r.ok()) {
         spdlog::error("task {}: cannot record result: {}", task.task_id, r.status().message());
-      } else if (!*r) {
+      } else if (!*r && in_file) {
         results_.remove(task.task_id);  // canceled while running: the result is not kept
       }
       queue_.release(item.seq);
       break;
     }
-    case CallResult::kClientError:
     case CallResult::kBadRequest:
+      if (storage_failed) {  // our disk, not the task: try again later
+        requeue(ended + backoff_ms(task.attempt), false, "retry");
+        break;
+      }
+      finish_failed(resp.error);
+      break;
+    case CallResult::kClientError:
       finish_failed(resp.error);
       break;
     case CallResult::kServerError:

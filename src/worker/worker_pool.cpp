@@ -40,8 +40,12 @@ WorkerPool::WorkerPool(PoolOptions options, TaskTransitions& transitions, Backlo
                              [this](int64_t now) { return backlog_.next_due(options_.name, now); }},
           clock),
       rng_(std::random_device{}()) {
-  worker_count_ = options_.workers > 0 ? options_.workers : std::max(1, balancer_.total_slots());
-  balancer_.set_listener([this] { queue_.wake(); });
+  worker_count_ =
+      options_.workers > 0 ? options_.workers : std::max(1, 2 * balancer_.total_slots());
+  balancer_.set_listener([this] {
+    queue_.wake();
+    wake_slot_waiters();
+  });
 }
 
 WorkerPool::~WorkerPool() { shutdown(std::chrono::milliseconds(0)); }
@@ -73,6 +77,7 @@ Status WorkerPool::start() {
 void WorkerPool::stop_taking() {
   taking_.store(false);
   queue_.stop();
+  wake_slot_waiters();
 }
 
 void WorkerPool::shutdown(std::chrono::milliseconds grace) {
@@ -142,9 +147,12 @@ void WorkerPool::canceled(int64_t seq, TaskState was) {
     queue_.remove(seq);
     return;
   }
-  MutexLock lock(mu_);
-  auto it = running_.find(seq);
-  if (it != running_.end()) it->second.call->abort(AbortReason::kCanceled);
+  {
+    MutexLock lock(mu_);
+    auto it = running_.find(seq);
+    if (it != running_.end()) it->second.call->abort(AbortReason::kCanceled);
+  }
+  wake_slot_waiters();  // a claim waiting for a slot stops waiting
 }
 
 int64_t WorkerPool::backoff_ms(int attempt) {
@@ -153,21 +161,67 @@ int64_t WorkerPool::backoff_ms(int attempt) {
   return equal_jitter_ms(ms, rng_);
 }
 
-void WorkerPool::worker_loop() {
-  while (taking_.load()) {
-    std::optional<Lease> lease;
-    auto item = queue_.take(
-        [&](const QueueItem& front) {
-          lease = balancer_.acquire(front.avoid_backend);
-          return lease.has_value();
-        },
-        kTakeWaitMs);
-    if (!item) {
-      if (lease) balancer_.release(*lease, CallOutcome::kAborted, 0, "");
-      continue;
+bool WorkerPool::try_claim() {
+  // Serialised by the queue's lock: only the count's decrements race, and they only make room.
+  if (claimed_.load() >= balancer_.claimable_slots()) return false;
+  claimed_.fetch_add(1);
+  return true;
+}
+
+void WorkerPool::unclaim() {
+  claimed_.fetch_sub(1);
+  queue_.wake();
+}
+
+void WorkerPool::wake_slot_waiters() {
+  { MutexLock lock(slot_mu_); }
+  slot_cv_.notify_all();
+}
+
+std::optional<Lease> WorkerPool::wait_for_slot(const std::string& avoid, const BackendCall& call) {
+  // The front of the line looks again this often for slots that free by time (an ejection or a
+  // rest ends); the others wait to be woken.
+  constexpr auto kFrontLook = std::chrono::milliseconds(50);
+  MutexLock lock(slot_mu_);
+  const uint64_t ticket = next_ticket_++;
+  slot_line_.push_back(ticket);
+  for (;;) {
+    bool stop = call.abort_reason() != AbortReason::kNone || !taking_.load();
+    // Fewer slots than claims (backends went down): the newest claim gives its task back.
+    bool surplus = slot_line_.back() == ticket && claimed_.load() > balancer_.claimable_slots();
+    if (stop || (surplus && slot_line_.front() != ticket)) {
+      slot_line_.erase(std::find(slot_line_.begin(), slot_line_.end(), ticket));
+      slot_cv_.notify_all();
+      return std::nullopt;
     }
+    bool front = slot_line_.front() == ticket;
+    if (front) {
+      if (auto lease = balancer_.acquire(avoid)) {
+        slot_line_.pop_front();
+        slot_cv_.notify_all();  // the next in line is the front now
+        return lease;
+      }
+    }
+    if (surplus) {  // the front, alone in line, with no slot it can claim
+      slot_line_.pop_front();
+      slot_cv_.notify_all();
+      return std::nullopt;
+    }
+    if (front) {
+      slot_cv_.wait_for(slot_mu_, kFrontLook);
+    } else {
+      slot_cv_.wait(slot_mu_);
+    }
+  }
+}
+
+void WorkerPool::worker_loop() {
+  BackendConnections connections;  // this worker's, kept open between its calls
+  while (taking_.load()) {
+    auto item = queue_.take([&](const QueueItem&) { return try_claim(); }, kTakeWaitMs);
+    if (!item) continue;
     busy_.fetch_add(1);
-    run_one(*item, *lease);
+    run_one(*item, connections);
     busy_.fetch_sub(1);
   }
 }

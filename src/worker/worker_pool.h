@@ -2,9 +2,17 @@
 // WorkerPool runs the tasks of one pool: its ReadyQueue (fed from the store), its Balancer and
 // HealthChecker, a fixed set of worker threads and a watchdog for attempt deadlines.
 //
-// A worker's cycle: take a task only when a backend slot is free → mark it RUNNING (one
-// guarded UPDATE; a task canceled meanwhile is dropped) → call the backend → store the result
-// file → DONE, or FAILED, or back to QUEUED after a backoff, preferring another backend.
+// A worker's cycle: claim a task (mark it RUNNING: one guarded UPDATE; a task canceled
+// meanwhile is dropped) → wait for a backend slot → call the backend, streaming its answer →
+// free the slot → store the result (in the store when small, a file when large) with the DONE,
+// or FAILED, or back to QUEUED after a backoff, preferring another backend.
+//
+// The claim is made while the slot is still busy with the call before it: a pool holds at most
+// one claimed task per slot that can take tasks, so the next call starts the moment a slot
+// frees and the RUNNING commit never sits between two calls on a GPU. Claimed tasks wait for
+// slots in claim order (their queue order). A claim that gets no slot (the backends went down)
+// is given back without spending its attempt; one left by a crash before its call started is
+// given back by recovery (see TaskTransitions::note_started).
 //
 // Thread-safe. The store's commit listener feeds on_change() in commit order; cancel() and the
 // stats may be called from any thread. Pools share nothing but the store: a dead or slow pool
@@ -44,7 +52,7 @@ struct PoolOptions {
   std::vector<BackendSpec> backends;
   HealthCheckOptions health;
   HealthPolicy health_policy;
-  int workers = 0;  // 0: the pool's total backend slots (at least 1)
+  int workers = 0;  // 0: twice the pool's total backend slots (one calling, one claimed ahead)
   size_t queue_capacity = 1024;
   int64_t max_queued = 100'000;
   int default_timeout_s = 300;
@@ -53,6 +61,9 @@ struct PoolOptions {
   RetryPolicy retry;
   int64_t connect_timeout_ms = 5'000;
   size_t max_answer_bytes = 128u << 20;
+  // Answers up to this many bytes are stored in the store with the DONE; larger ones are
+  // streamed to a file. 0: every answer to a file.
+  size_t inline_result_max = 256u << 10;
   // An images pool takes a 2xx as a result only when it is an images answer (png.h).
   bool expect_images = false;
 };
@@ -123,8 +134,17 @@ class WorkerPool {
     int64_t deadline_ms = 0;
   };
   void worker_loop();
-  // One attempt of a task on the backend of `lease` (attempt.cpp).
-  void run_one(const QueueItem& item, const Lease& lease);
+  // Called with the queue's lock held: may this worker claim the front task?
+  bool try_claim();
+  // A claim got its slot or was dropped: another may be made.
+  void unclaim();
+  // One attempt of a task (attempt.cpp).
+  void run_one(const QueueItem& item, BackendConnections& connections);
+  // Waits, in claim order, for a slot for a claimed task. nullopt when the call was aborted,
+  // the pool stops taking tasks, or the claim must be given back (fewer slots than claims).
+  std::optional<Lease> wait_for_slot(const std::string& avoid, const BackendCall& call);
+  // Wakes the claims waiting for slots (a slot freed, a backend changed, an abort, a stop).
+  void wake_slot_waiters();
   void watchdog_loop();
   // A canceled task: out of the channel, or its backend call aborted.
   void canceled(int64_t seq, TaskState was);
@@ -150,6 +170,12 @@ class WorkerPool {
   std::atomic<int64_t> running_count_{0};
   std::atomic<int> busy_{0};
   std::atomic<bool> taking_{true};
+  std::atomic<int> claimed_{0};  // tasks claimed (RUNNING) whose call has not started
+
+  Mutex slot_mu_;
+  CondVar slot_cv_;
+  std::deque<uint64_t> slot_line_ GUARDED_BY(slot_mu_);  // waiting claims, oldest first
+  uint64_t next_ticket_ GUARDED_BY(slot_mu_) = 0;
 
   static constexpr int kThroughputMinutes = 15;
   mutable Mutex throughput_mu_;

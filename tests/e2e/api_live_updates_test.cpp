@@ -65,7 +65,10 @@ TEST_CASE("e2e api: a task's SSE stream sends each state in order and ends at th
   MockBackend b(dir, {"--latency-ms", "300"});
   Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
+  // The first runs, the second is claimed for the slot next: the third is QUEUED when its
+  // stream opens.
   std::string blocker = server.submit("first in line");
+  server.submit("next in line");
   std::string id = server.submit("streamed");
   auto events = read_sse(server.url(), "/api/v1/tasks/" + id + "/events",
                          [](const std::vector<json>&) { return false; });  // until it ends

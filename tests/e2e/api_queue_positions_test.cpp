@@ -20,7 +20,8 @@ TEST_CASE("e2e api: queue position falls as the tasks ahead finish") {
   Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
   std::vector<std::string> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(server.submit("q" + std::to_string(i)));
+  // One runs and one is claimed for the slot next: the last of six starts with three ahead.
+  for (int i = 0; i < 6; ++i) ids.push_back(server.submit("q" + std::to_string(i)));
   const std::string& last = ids.back();
   std::vector<int> positions;
   bool saw_estimate = false;

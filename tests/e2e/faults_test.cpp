@@ -146,6 +146,7 @@ TEST_CASE("e2e faults: cancel a queued task and a running one") {
   Server server(dir, {}, {{"IMAGE_GEN_URL", b.url()}});
   REQUIRE(server.started());
   std::string running = server.submit("long one");
+  std::string claimed = server.submit("claimed for the slot next");  // one claim per slot
   std::string queued = server.submit("waits behind it");
   REQUIRE(
       eventually([&] { return server.get("/api/v1/tasks/" + running)["status"] == "RUNNING"; }));
@@ -167,6 +168,7 @@ TEST_CASE("e2e faults: cancel a queued task and a running one") {
   CHECK(eventually([&] { return server.get("/api/v1/tasks/" + next)["status"] == "RUNNING"; },
                    std::chrono::seconds(3)));
   server.del("/api/v1/tasks/" + next, &status);
+  server.del("/api/v1/tasks/" + claimed, &status);
   // The canceled queued task never ran.
   CHECK(b.stats()["prompts"].count("waits behind it") == 0);
   CHECK(server.get("/api/v1/tasks/" + queued)["status"] == "CANCELED");

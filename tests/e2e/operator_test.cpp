@@ -54,7 +54,8 @@ TEST_CASE("e2e metrics: values move as tasks run and promtool accepts the format
   REQUIRE(server.started());
   std::string before = metrics_text(server);
   CHECK(sample(before, "task_queue_size{queue=\"image\"}") == 0);
-  CHECK(sample(before, "worker_pool_idle{pool=\"image\"}") == 1);
+  // Two workers for the one slot: one calls, the other holds the next task's claim.
+  CHECK(sample(before, "worker_pool_idle{pool=\"image\"}") == 2);
   CHECK(sample(before, "backend_up{pool=\"image\",backend=\"" + b.url() + "\"}") == 1);
   int status = 0;
   for (int i = 0; i < 3; ++i) {
@@ -287,8 +288,9 @@ TEST_CASE(
     "e2e retention: --retain-final deletes old final tasks with their results - nothing else") {
   TempDir dir;
   MockBackend b(dir, {"--latency-ms", "10"});
-  // The transcribe pool's only backend is a closed port: its tasks stay QUEUED.
-  Server server(dir, {"--retain-final", "2s"},
+  // The transcribe pool's only backend is a closed port: its tasks stay QUEUED. Results are
+  // files here (--inline-result-max 0); those kept in the database are the next test's.
+  Server server(dir, {"--retain-final", "2s", "--inline-result-max", "0"},
                 {{"IMAGE_GEN_URL", b.url()}, {"WHISPER_URL", "http://127.0.0.1:9"}});
   REQUIRE(server.started());
   CHECK(sample(metrics_text(server), "tasks_purged_total") == 0);
@@ -394,7 +396,8 @@ TEST_CASE("e2e files: what an earlier process left behind is removed once servin
   const std::string data = dir.file("data");
   std::string done_id;
   {
-    Server first(dir, {}, {{"IMAGE_GEN_URL", b.url()}}, data);
+    // Its result a file (--inline-result-max 0), which the sweep must keep.
+    Server first(dir, {"--inline-result-max", "0"}, {{"IMAGE_GEN_URL", b.url()}}, data);
     REQUIRE(first.started());
     done_id = first.submit("kept");
     REQUIRE(first.wait_final(done_id)["status"] == "DONE");

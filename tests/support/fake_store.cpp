@@ -129,8 +129,13 @@ ts::StatusOr<std::optional<Task>> FakeStore::mark_running(int64_t seq, const std
   if (it != rows_.end() && it->second.task.status == TaskState::kQueued) {
     Task& t = it->second.task;
     t.attempt += 1;
-    t.started_at = now_ms;
-    t.backend = backend;
+    // A claim ahead of its call ("" backend) starts later (note_started), as in the stores.
+    if (backend.empty()) {
+      t.started_at.reset();
+    } else {
+      t.started_at = now_ms;
+      t.backend = backend;
+    }
     t.next_attempt_at.reset();
     change = move_locked(it->second, TaskState::kRunning, now_ms, "");
     out = t;
@@ -139,6 +144,40 @@ ts::StatusOr<std::optional<Task>> FakeStore::mark_running(int64_t seq, const std
   record_locked(call);
   publish(lock, change);
   return out;
+}
+
+void FakeStore::note_started(int64_t seq, int attempt, const std::string& backend, int64_t at_ms) {
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  Call call("note_started", seq, at_ms);
+  call.backend = backend;
+  call.attempt_number = attempt;
+  auto it = rows_.find(seq);
+  if (it != rows_.end() && it->second.task.status == TaskState::kRunning &&
+      it->second.task.attempt == attempt) {
+    it->second.task.started_at = at_ms;
+    it->second.task.backend = backend;
+    call.changed = true;
+  }
+  record_locked(call);
+}
+
+ts::StatusOr<bool> FakeStore::release_claim(int64_t seq, int attempt, int64_t now_ms) {
+  std::lock_guard<std::mutex> commit(commit_mu_);
+  std::unique_lock<std::mutex> lock(mu_);
+  Call call("release_claim", seq, now_ms);
+  call.attempt_number = attempt;
+  auto it = rows_.find(seq);
+  std::optional<TaskChange> change;
+  if (it != rows_.end() && it->second.task.status == TaskState::kRunning &&
+      it->second.task.attempt == attempt && !it->second.task.started_at) {
+    it->second.task.attempt -= 1;
+    change = move_locked(it->second, TaskState::kQueued, now_ms, "");
+  }
+  call.changed = change.has_value();
+  record_locked(call);
+  publish(lock, change);
+  return change.has_value();
 }
 
 ts::StatusOr<bool> FakeStore::leave_running(Call call, TaskState to,
@@ -165,6 +204,8 @@ ts::StatusOr<bool> FakeStore::finish_done(int64_t seq, const ts::Attempt& attemp
   Call call("finish_done", seq);
   call.attempt = attempt;
   call.result = result;
+  call.result.inline_bytes = nullptr;  // the caller's, gone once this returns
+  if (result.inline_bytes) call.result_bytes = *result.inline_bytes;
   return leave_running(call, TaskState::kDone, [&](Task& t) {
     t.result_size = result.size;
     t.result_type = result.content_type;

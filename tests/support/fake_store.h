@@ -37,14 +37,16 @@ class FakeStore final : public ts::TaskTransitions,
         : op(std::move(op_name)), seq(task_seq), now_ms(now) {}
     std::string op;  // the method's name: "mark_running", "requeue", "webhooks_due", ...
     int64_t seq = 0;
-    int64_t now_ms = 0;              // mark_running, cancel, fetch_ready, next_due, webhooks_due
-    std::string backend;             // mark_running
-    ts::Attempt attempt;             // finish_done, finish_failed, requeue
-    ts::ResultMeta result;           // finish_done
-    std::string error;               // finish_failed, requeue
-    std::optional<int64_t> next_at;  // requeue: next_attempt_at; record_webhook: next_at
-    bool give_back_attempt = false;  // requeue
-    ts::WebhookDelivery delivery;    // record_webhook
+    int64_t now_ms = 0;      // mark_running, cancel, fetch_ready, next_due, webhooks_due
+    std::string backend;     // mark_running, note_started
+    int attempt_number = 0;  // note_started
+    ts::Attempt attempt;     // finish_done, finish_failed, requeue
+    ts::ResultMeta result;   // finish_done (its inline_bytes is not kept: see below)
+    std::optional<std::string> result_bytes;  // finish_done: the bytes kept in the store
+    std::string error;                        // finish_failed, requeue
+    std::optional<int64_t> next_at;           // requeue: next_attempt_at; record_webhook: next_at
+    bool give_back_attempt = false;           // requeue
+    ts::WebhookDelivery delivery;             // record_webhook
     ts::WebhookState webhook_state = ts::WebhookState::kNone;  // record_webhook
     bool changed = false;  // a state change happened (or, for reads, something came back)
   };
@@ -71,6 +73,8 @@ class FakeStore final : public ts::TaskTransitions,
   // TaskTransitions
   ts::StatusOr<std::optional<ts::Task>> mark_running(int64_t seq, const std::string& backend,
                                                      int64_t now_ms) override;
+  void note_started(int64_t seq, int attempt, const std::string& backend, int64_t at_ms) override;
+  ts::StatusOr<bool> release_claim(int64_t seq, int attempt, int64_t now_ms) override;
   ts::StatusOr<bool> finish_done(int64_t seq, const ts::Attempt& attempt,
                                  const ts::ResultMeta& result) override;
   ts::StatusOr<bool> finish_failed(int64_t seq, const ts::Attempt& attempt,

@@ -132,10 +132,13 @@ BlobStore open_blobs(const std::string& dir) {
   return std::move(*b);
 }
 
-// One pool of one worker on one backend slot, its store's changes wired to on_change.
+// One pool of one worker on one backend slot, its store's changes wired to on_change. Results
+// are files unless a test says how many bytes may be kept in the store.
 struct Fixture {
-  Fixture() : results(open_blobs(dir.file("results"))), inputs(open_blobs(dir.file("inputs"))) {
+  explicit Fixture(size_t inline_result_max = 0)
+      : results(open_blobs(dir.file("results"))), inputs(open_blobs(dir.file("inputs"))) {
     PoolOptions o;
+    o.inline_result_max = inline_result_max;
     o.name = "echo";
     o.request_path = kPath;
     o.backends = {{backend.url(), 1}};
@@ -215,9 +218,14 @@ TEST_CASE("worker pool: a queued task is marked RUNNING - called - DONE with its
   REQUIRE(f.reaches(seq, TaskState::kDone));
 
   CHECK(transitions_of(f.store, seq) == std::vector<std::string>{"mark_running", "finish_done"});
+  // The task is claimed first (no backend yet), then its call starts on the slot it got.
   auto marked = f.store.calls_of("mark_running").at(0);
-  CHECK(marked.backend == f.backend.url());
+  CHECK(marked.backend.empty());
   CHECK(marked.now_ms == f.clock.now_ms());
+  auto started = f.store.calls_of("note_started").at(0);
+  CHECK(started.backend == f.backend.url());
+  CHECK(started.attempt_number == 1);
+  CHECK(started.now_ms == f.clock.now_ms());
   CHECK(f.backend.bodies() == std::vector<std::string>{R"({"q":"life"})"});
 
   auto done = f.store.calls_of("finish_done").at(0);
@@ -293,6 +301,27 @@ TEST_CASE("worker pool: a 500 requeues after a backoff and counts the attempt - 
   CHECK(marks[1].now_ms >= *r.next_at);  // not before it was due
   CHECK(f.store.calls_of("finish_done").at(0).attempt.number == 2);
   CHECK(f.store.task(seq)->attempt == 2);
+}
+
+TEST_CASE("worker pool: a small answer goes to the store with the DONE - a large one to a file") {
+  Fixture f(/*inline_result_max=*/16);
+  f.backend.push(ScriptedBackend::Reply::with(200, R"({"answer":42})"));  // 13 bytes
+  std::string big(100, 'x');
+  f.backend.push(ScriptedBackend::Reply::with(200, big));
+  f.start();
+  int64_t small = f.submit(R"({"n":1})");
+  REQUIRE(f.reaches(small, TaskState::kDone));
+  int64_t large = f.submit(R"({"n":2})");
+  REQUIRE(f.reaches(large, TaskState::kDone));
+  auto dones = f.store.calls_of("finish_done");
+  REQUIRE(dones.size() == 2);
+  CHECK(dones[0].result_bytes == std::optional<std::string>(R"({"answer":42})"));
+  CHECK_FALSE(f.results.read(f.store.task(small)->task_id).ok());  // no file of it
+  CHECK_FALSE(dones[1].result_bytes.has_value());
+  CHECK(dones[1].result.size == 100);
+  auto file = f.results.read(f.store.task(large)->task_id);  // in place before its DONE
+  REQUIRE(file.ok());
+  CHECK(*file == big);
 }
 
 TEST_CASE("worker pool: the last of the attempts that got a 500 FAILS the task") {

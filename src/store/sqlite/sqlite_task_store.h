@@ -45,6 +45,8 @@ class SqliteTaskStore final : public TaskStore, private BatchExecutor {
   // TaskTransitions (transitions.cpp)
   StatusOr<std::optional<Task>> mark_running(int64_t seq, const std::string& backend,
                                              int64_t now_ms) override;
+  void note_started(int64_t seq, int attempt, const std::string& backend, int64_t at_ms) override;
+  StatusOr<bool> release_claim(int64_t seq, int attempt, int64_t now_ms) override;
   StatusOr<bool> finish_done(int64_t seq, const Attempt& attempt,
                              const ResultMeta& result) override;
   StatusOr<bool> finish_failed(int64_t seq, const Attempt& attempt,

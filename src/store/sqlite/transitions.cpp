@@ -26,14 +26,20 @@ StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq, const s
   static_assert(can_transition(TaskState::kQueued, TaskState::kRunning));
   std::optional<Task> task;
   Status st = write(false, [&](WriteContext& ctx) -> Status {
+    // A claim (no backend yet) leaves started_at unset and the backend of the last attempt.
     static const std::string sql =
         "UPDATE tasks SET status = " + lit(TaskState::kRunning) +
-        ", attempt = attempt + 1, started_at = ?, backend = ?, next_attempt_at = NULL "
-        "WHERE seq = ? AND " +
+        ", attempt = attempt + 1, started_at = ?1, backend = COALESCE(?2, backend), "
+        "next_attempt_at = NULL WHERE seq = ?3 AND " +
         sql_guard(TaskState::kQueued) + " RETURNING " + task_columns();
     StmtUse s(ctx.stmt(sql));
-    s->bind(1, now_ms);
-    s->bind(2, backend);
+    if (backend.empty()) {
+      s->bind(1);
+      s->bind(2);
+    } else {
+      s->bind(1, now_ms);
+      s->bind(2, backend);
+    }
     s->bind(3, seq);
     if (!s->executeStep()) return Status::Ok();
     task = read_task(*s);
@@ -52,6 +58,45 @@ StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq, const s
   });
   if (!st.ok()) return st;
   return task;
+}
+
+void SqliteTaskStore::note_started(int64_t seq, int attempt, const std::string& backend,
+                                   int64_t at_ms) {
+  committer_->write_async([this, seq, attempt, backend, at_ms]() -> Status {
+    static const std::string sql =
+        "UPDATE tasks SET started_at = ?, backend = ? WHERE seq = ? "
+        "AND attempt = ? AND " +
+        sql_guard(TaskState::kRunning);
+    StmtUse s(write_ctx_->stmt(sql));
+    s->bind(1, at_ms);
+    s->bind(2, backend);
+    s->bind(3, seq);
+    s->bind(4, attempt);
+    s->exec();
+    return Status::Ok();
+  });
+}
+
+StatusOr<bool> SqliteTaskStore::release_claim(int64_t seq, int attempt, int64_t now_ms) {
+  static_assert(can_transition(TaskState::kRunning, TaskState::kQueued));
+  bool changed = false;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    static const std::string sql =
+        "UPDATE tasks SET status = " + lit(TaskState::kQueued) +
+        ", attempt = attempt - 1, error = NULL WHERE seq = ?1 AND attempt = ?2 AND "
+        "started_at IS NULL AND " +
+        sql_guard(TaskState::kRunning) + returning_clause();
+    StmtUse s(ctx.stmt(sql));
+    s->bind(1, seq);
+    s->bind(2, attempt);
+    if (!s->executeStep()) return Status::Ok();
+    ctx.changes->push_back(
+        change_from_returning(*s, TaskState::kRunning, TaskState::kQueued, now_ms));
+    changed = true;
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return changed;
 }
 
 StatusOr<bool> SqliteTaskStore::leave_running(int64_t seq, const Attempt& attempt, TaskState to,
@@ -158,26 +203,32 @@ StatusOr<RecoveryReport> SqliteTaskStore::recover_running(int64_t now_ms) {
       int64_t seq, started_at;
       int attempt;
       std::string backend;
+      bool started;
     };
     std::vector<Row> rows;
     {
-      StmtUse s(ctx.stmt(
-          "SELECT seq, COALESCE(started_at, ?1), attempt, COALESCE(backend, '') FROM tasks "
-          "WHERE " +
-          sql_guard(TaskState::kRunning)));
+      StmtUse s(
+          ctx.stmt("SELECT seq, COALESCE(started_at, ?1), attempt, COALESCE(backend, ''), "
+                   "started_at IS NOT NULL FROM tasks WHERE " +
+                   sql_guard(TaskState::kRunning)));
       s->bind(1, now_ms);
       while (s->executeStep()) {
         rows.push_back({s->getColumn(0).getInt64(), s->getColumn(1).getInt64(),
-                        s->getColumn(2).getInt(), s->getColumn(3).getString()});
+                        s->getColumn(2).getInt(), s->getColumn(3).getString(),
+                        s->getColumn(4).getInt() != 0});
       }
     }
-    const std::string spent = "attempt >= max_attempts";
+    // A claim whose call had not started (started_at unset) gives its attempt back; an attempt
+    // that started is spent: FAILED when it was the last.
+    const std::string spent = "started_at IS NOT NULL AND attempt >= max_attempts";
     for (const Row& r : rows) {
       StmtUse s(ctx.stmt(
           "UPDATE tasks SET status = CASE WHEN " + spent + " THEN " + lit(TaskState::kFailed) +
           " ELSE " + lit(TaskState::kQueued) + " END, error = CASE WHEN " + spent +
           " THEN 'interrupted by a restart; all ' || max_attempts || ' attempts are spent' "
-          "ELSE 'interrupted by a restart' END, finished_at = CASE WHEN " +
+          "WHEN started_at IS NULL THEN 'interrupted by a restart before its call started' "
+          "ELSE 'interrupted by a restart' END, "
+          "attempt = attempt - (started_at IS NULL), finished_at = CASE WHEN " +
           spent + " THEN ?1 END, next_attempt_at = NULL, webhook_state = CASE WHEN " + spent +
           " AND webhook_url IS NOT NULL THEN '" + std::string(to_string(WebhookState::kPending)) +
           "' END, webhook_next_at = CASE WHEN " + spent +
@@ -190,6 +241,7 @@ StatusOr<RecoveryReport> SqliteTaskStore::recover_running(int64_t now_ms) {
       ctx.changes->push_back(change_from_returning(*s, TaskState::kRunning, to, now_ms));
       (to == TaskState::kQueued ? report.requeued : report.failed) += 1;
       s->tryReset();
+      if (!r.started) continue;  // no call was made: no attempt to list
       insert_attempt(ctx, r.seq,
                      Attempt{r.attempt, r.backend, "interrupted", "the server stopped (crash)",
                              r.started_at, now_ms - r.started_at});
