@@ -71,8 +71,11 @@ double MockBackend::random01() {
 }
 
 bool MockBackend::wait_latency(const httplib::Request& req, int ms) {
-  int fd = find_connection_fd(req.local_port, req.remote_port);
+  if (ms == 0) return !stopping_.load();  // nothing to wait for, nor a client to watch
+  // The deadline first: looking the connection up walks /proc/self/fd, which must not add to
+  // the latency a test or a benchmark asked for.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  int fd = find_connection_fd(req.local_port, req.remote_port);
   for (;;) {
     if (stopping_.load()) return false;
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -205,13 +208,41 @@ void MockBackend::install_routes() {
                   {"data", data}});
       return;
     }
+    std::string key = body.is_object() && body.contains("prompt") && body["prompt"].is_string()
+                          ? body["prompt"].get<std::string>()
+                          : std::string();
     {
       MutexLock lock(mu_);
       ++served_;
+      if (!key.empty()) ++prompts_[key];
     }
-    json_reply(
-        res, 200,
-        {{"ok", true}, {"path", req.path}, {"echo", body.is_discarded() ? json(req.body) : body}});
+    // "pad": N in the payload makes the answer carry N more bytes (large answers for tests and
+    // benchmarks), streamed rather than built in memory.
+    int64_t pad = 0;
+    if (body.is_object() && body.contains("pad") && body["pad"].is_number_integer()) {
+      pad = std::clamp<int64_t>(body["pad"].get<int64_t>(), 0, int64_t{1} << 30);
+    }
+    json echo = {
+        {"ok", true}, {"path", req.path}, {"echo", body.is_discarded() ? json(req.body) : body}};
+    if (pad == 0) return json_reply(res, 200, echo);
+    std::string head = echo.dump();
+    head.pop_back();  // the closing brace: the padding goes in before it
+    head += ",\"pad\":\"";
+    const std::string tail = "\"}";
+    const size_t total = head.size() + static_cast<size_t>(pad) + tail.size();
+    res.status = 200;
+    res.set_content_provider(
+        total, "application/json",
+        [head, tail, pad](size_t offset, size_t length, httplib::DataSink& sink) {
+          static const std::string xs(64 * 1024, 'x');
+          size_t end_head = head.size(), end_pad = end_head + static_cast<size_t>(pad);
+          if (offset < end_head)
+            return sink.write(head.data() + offset, std::min(length, end_head - offset));
+          if (offset < end_pad)
+            return sink.write(xs.data(), std::min({length, xs.size(), end_pad - offset}));
+          size_t at = offset - end_pad;
+          return sink.write(tail.data() + at, std::min(length, tail.size() - at));
+        });
   });
 }
 
@@ -219,7 +250,10 @@ int MockBackend::start(std::string* error) {
   HttpServerOptions http;
   http.threads = options_.threads;
   http.thread_name = "ts-mock";
-  http.active_threads = options_.threads;  // its handlers sleep (latency): all take requests
+  // Handlers that sleep (latency, hangs) want every thread taking requests; a no-op backend is
+  // served best by a few, as the API server is.
+  bool sleeps = options_.latency_ms > 0 || options_.latency_jitter_ms > 0 || options_.hang_rate > 0;
+  http.active_threads = sleeps ? options_.threads : 0;
   server_ = std::make_unique<HttpServer>(http);
   install_routes();
   port_ = server_->bind(options_.host, options_.port, error);

@@ -82,6 +82,7 @@ std::optional<Lease> Balancer::acquire(const std::string& avoid) {
 
 void Balancer::release(const Lease& lease, CallOutcome outcome, int64_t latency_ms,
                        const std::string& error, int64_t rest_ms) {
+  Change change = Change::kSlotFreed;
   {
     MutexLock lock(mu_);
     Backend& b = backends_[lease.index];
@@ -108,6 +109,7 @@ void Balancer::release(const Lease& lease, CallOutcome outcome, int64_t latency_
           b.ejected_until = now + ms;
           b.since = now;
           b.task_fails_in_row = 0;
+          change = Change::kHealth;
           spdlog::warn("backend {} of pool {} ejected for {} ms after {} failed calls in a row: {}",
                        b.spec.url, pool_, ms, policy_.max_fails, error);
         }
@@ -117,12 +119,13 @@ void Balancer::release(const Lease& lease, CallOutcome outcome, int64_t latency_
         b.last_error = error;
         b.last_error_at = now;
         b.since = now;
+        change = Change::kHealth;
         break;
       case CallOutcome::kAborted:
         break;
     }
   }
-  notify();
+  notify(change);
 }
 
 void Balancer::report_probe(size_t index, bool ok, const std::string& error) {
@@ -155,11 +158,11 @@ void Balancer::report_probe(size_t index, bool ok, const std::string& error) {
       }
     }
   }
-  if (changed) notify();
+  if (changed) notify(Change::kHealth);
 }
 
-void Balancer::notify() {
-  if (listener_) listener_();
+void Balancer::notify(Change change) {
+  if (listener_) listener_(change);
 }
 
 std::vector<BackendSnapshot> Balancer::snapshot() const {

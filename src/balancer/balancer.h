@@ -93,7 +93,10 @@ class Balancer {
            const Clock& clock);
 
   // Set once, before use.
-  void set_listener(std::function<void()> listener) { listener_ = std::move(listener); }
+  // What the listener hears: a slot freed (a waiting call may take it), or a change of what the
+  // backends may take at all (probes, ejections, rests).
+  enum class Change { kSlotFreed, kHealth };
+  void set_listener(std::function<void(Change)> listener) { listener_ = std::move(listener); }
 
   // True when some backend may take a request now.
   bool has_free_slot() const;
@@ -137,12 +140,12 @@ class Balancer {
     std::deque<int64_t> latencies;  // most recent calls, newest last
   };
   bool may_take(const Backend& b, int64_t now) const REQUIRES(mu_);
-  void notify() EXCLUDES(mu_);  // the listener hears without the lock held
+  void notify(Change change) EXCLUDES(mu_);  // the listener hears without the lock held
 
   const std::string pool_;
   const HealthPolicy policy_;
   const Clock& clock_;
-  std::function<void()> listener_;
+  std::function<void(Change)> listener_;
 
   mutable Mutex mu_;
   std::vector<Backend> backends_ GUARDED_BY(mu_);  // the vector's size never changes

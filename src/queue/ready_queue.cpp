@@ -109,6 +109,11 @@ void ReadyQueue::wake() {
   workers_cv_.notify_all();
 }
 
+void ReadyQueue::wake_one() {
+  { MutexLock lock(mu_); }
+  workers_cv_.notify_one();
+}
+
 std::optional<QueueItem> ReadyQueue::take(const std::function<bool(const QueueItem&)>& try_start,
                                           int max_wait_ms) {
   MutexLock lock(mu_);

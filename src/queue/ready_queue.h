@@ -56,8 +56,10 @@ class ReadyQueue {
   void release(int64_t seq);
   // A canceled task leaves the channel.
   void remove(int64_t seq);
-  // Something outside changed (a slot freed, a backend came back): workers look again.
+  // Something outside changed (a backend came back): workers look again.
   void wake();
+  // Room for one more worker to start a task: one worker looks again.
+  void wake_one();
 
   // Blocks until the front item is accepted by try_start (called with the lock held; it must
   // not call back into this queue), the queue is stopped, or max_wait_ms passes.

@@ -75,10 +75,9 @@ void GroupCommitter::close() {
 bool GroupCommitter::queue(WriteOp* op) {
   MutexLock lock(mu_);
   if (stopping_) return false;
-  bool was_idle = pending_.empty();
   op->bell = &bells_[open_bell_ % bells_.size()];
   pending_.push_back(op);
-  if (was_idle) cv_.notify_one();
+  if (!op->lazy && urgent_++ == 0) cv_.notify_one();
   return true;
 }
 
@@ -109,10 +108,11 @@ void GroupCommitter::insert_async(Task task,
   op.release();  // the notifier deletes it
 }
 
-void GroupCommitter::write_async(std::function<Status()> fn) {
+void GroupCommitter::write_async(std::function<Status()> fn, bool lazy) {
   auto op = std::make_unique<WriteOp>();
   op->fn = std::move(fn);
   op->savepoint = true;
+  op->lazy = lazy;
   op->on_done = [](const StatusOr<InsertOutcome>&) {};
   if (!queue(op.get())) return;
   op.release();  // the notifier deletes it
@@ -123,9 +123,17 @@ void GroupCommitter::writer_loop() {
   for (;;) {
     {
       MutexLock lock(mu_);
-      while (pending_.empty() && !stopping_) cv_.wait(mu_);
+      // Lazy ops alone wait for company, or for kLazyDelay.
+      while (urgent_ == 0 && !stopping_) {
+        if (pending_.empty()) {
+          cv_.wait(mu_);
+        } else if (cv_.wait_for(mu_, kLazyDelay) == std::cv_status::timeout) {
+          break;
+        }
+      }
       if (pending_.empty()) return;  // stopping, nothing left
       while (!pending_.empty() && batch.size() < options_.max_batch) {
+        if (!pending_.front()->lazy) --urgent_;
         batch.push_back(pending_.front());
         pending_.pop_front();
       }

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -32,6 +33,9 @@ struct WriteOp {
   Task* plain_insert = nullptr;
   // A failing fn leaves no trace in the transaction (the executor wraps it in a savepoint).
   bool savepoint = false;
+  // Not worth a transaction of its own: it waits for the next write (or kLazyDelay) to commit
+  // with it.
+  bool lazy = false;
   Status result;          // written by the writer before completion
   InsertOutcome outcome;  // of a plain_insert, with result
 
@@ -86,8 +90,10 @@ class GroupCommitter {
   // Inserts `task` without waiting: `done` is called once (see WriteOp::on_done).
   void insert_async(Task task, std::function<void(const StatusOr<InsertOutcome>&)> done);
   // Runs fn in a batch without waiting for it (in a savepoint: a failure leaves no trace). It is
-  // queued behind the writes queued before it, so it commits with or after them.
-  void write_async(std::function<Status()> fn);
+  // queued behind the writes queued before it, so it commits with or after them; a lazy one
+  // opens no transaction of its own: it commits with the next write, or after kLazyDelay.
+  void write_async(std::function<Status()> fn, bool lazy = false);
+  static constexpr std::chrono::milliseconds kLazyDelay{50};
 
  private:
   // Hands an op to the writer; false when closed (the op is not taken).
@@ -104,6 +110,7 @@ class GroupCommitter {
   Mutex mu_;
   CondVar cv_;
   std::deque<WriteOp*> pending_ GUARDED_BY(mu_);
+  size_t urgent_ GUARDED_BY(mu_) = 0;  // of pending_, the ops that are not lazy
   // Futex words callers sleep on, one per transaction in turn; a bell is reused every 64
   // transactions, which can only wake a caller early, never miss one.
   std::array<std::atomic<uint32_t>, 64> bells_{};

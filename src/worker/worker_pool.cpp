@@ -42,8 +42,9 @@ WorkerPool::WorkerPool(PoolOptions options, TaskTransitions& transitions, Backlo
       rng_(std::random_device{}()) {
   worker_count_ =
       options_.workers > 0 ? options_.workers : std::max(1, 2 * balancer_.total_slots());
-  balancer_.set_listener([this] {
-    queue_.wake();
+  balancer_.set_listener([this](Balancer::Change change) {
+    if (change == Balancer::Change::kSlotFreed) return wake_first_waiter();
+    queue_.wake();  // more or fewer tasks may be claimed now
     wake_slot_waiters();
   });
 }
@@ -170,48 +171,52 @@ bool WorkerPool::try_claim() {
 
 void WorkerPool::unclaim() {
   claimed_.fetch_sub(1);
-  queue_.wake();
+  queue_.wake_one();
 }
 
 void WorkerPool::wake_slot_waiters() {
-  { MutexLock lock(slot_mu_); }
-  slot_cv_.notify_all();
+  MutexLock lock(slot_mu_);
+  for (SlotWaiter* w : slot_line_) w->cv.notify_one();
+}
+
+void WorkerPool::wake_first_waiter() {
+  MutexLock lock(slot_mu_);
+  if (!slot_line_.empty()) slot_line_.front()->cv.notify_one();
+}
+
+void WorkerPool::leave_line(SlotWaiter* me) {
+  bool was_first = slot_line_.front() == me;
+  slot_line_.erase(std::find(slot_line_.begin(), slot_line_.end(), me));
+  if (was_first && !slot_line_.empty()) slot_line_.front()->cv.notify_one();
 }
 
 std::optional<Lease> WorkerPool::wait_for_slot(const std::string& avoid, const BackendCall& call) {
-  // The front of the line looks again this often for slots that free by time (an ejection or a
-  // rest ends); the others wait to be woken.
-  constexpr auto kFrontLook = std::chrono::milliseconds(50);
+  // The first in line looks again this often for slots that free by time (an ejection or a
+  // rest ends); the others are woken when they become first.
+  constexpr auto kFirstLook = std::chrono::milliseconds(50);
+  constexpr auto kOthersLook = std::chrono::milliseconds(1000);
+  SlotWaiter me;
   MutexLock lock(slot_mu_);
-  const uint64_t ticket = next_ticket_++;
-  slot_line_.push_back(ticket);
+  slot_line_.push_back(&me);
   for (;;) {
-    bool stop = call.abort_reason() != AbortReason::kNone || !taking_.load();
-    // Fewer slots than claims (backends went down): the newest claim gives its task back.
-    bool surplus = slot_line_.back() == ticket && claimed_.load() > balancer_.claimable_slots();
-    if (stop || (surplus && slot_line_.front() != ticket)) {
-      slot_line_.erase(std::find(slot_line_.begin(), slot_line_.end(), ticket));
-      slot_cv_.notify_all();
+    bool first = slot_line_.front() == &me;
+    if (call.abort_reason() != AbortReason::kNone || !taking_.load()) {
+      leave_line(&me);
       return std::nullopt;
     }
-    bool front = slot_line_.front() == ticket;
-    if (front) {
+    if (first) {
       if (auto lease = balancer_.acquire(avoid)) {
-        slot_line_.pop_front();
-        slot_cv_.notify_all();  // the next in line is the front now
+        leave_line(&me);  // the next in line may find a slot too
         return lease;
       }
     }
-    if (surplus) {  // the front, alone in line, with no slot it can claim
-      slot_line_.pop_front();
-      slot_cv_.notify_all();
+    // Fewer slots than claims (backends went down or rest): the newest claim gives its task
+    // back.
+    if (slot_line_.back() == &me && claimed_.load() > balancer_.claimable_slots()) {
+      leave_line(&me);
       return std::nullopt;
     }
-    if (front) {
-      slot_cv_.wait_for(slot_mu_, kFrontLook);
-    } else {
-      slot_cv_.wait(slot_mu_);
-    }
+    me.cv.wait_for(slot_mu_, first ? kFirstLook : kOthersLook);
   }
 }
 

@@ -143,8 +143,10 @@ class WorkerPool {
   // Waits, in claim order, for a slot for a claimed task. nullopt when the call was aborted,
   // the pool stops taking tasks, or the claim must be given back (fewer slots than claims).
   std::optional<Lease> wait_for_slot(const std::string& avoid, const BackendCall& call);
-  // Wakes the claims waiting for slots (a slot freed, a backend changed, an abort, a stop).
+  // Wakes the claims waiting for slots (a backend changed, an abort, a stop), or only the first
+  // in line (a slot freed: the others cannot take it before it).
   void wake_slot_waiters();
+  void wake_first_waiter();
   void watchdog_loop();
   // A canceled task: out of the channel, or its backend call aborted.
   void canceled(int64_t seq, TaskState was);
@@ -172,10 +174,14 @@ class WorkerPool {
   std::atomic<bool> taking_{true};
   std::atomic<int> claimed_{0};  // tasks claimed (RUNNING) whose call has not started
 
+  // A claim waiting for a slot; woken alone, so a freed slot wakes one thread, not all.
+  struct SlotWaiter {
+    CondVar cv;
+  };
+  // Takes `me` out of the line; the next first in line looks again.
+  void leave_line(SlotWaiter* me) REQUIRES(slot_mu_);
   Mutex slot_mu_;
-  CondVar slot_cv_;
-  std::deque<uint64_t> slot_line_ GUARDED_BY(slot_mu_);  // waiting claims, oldest first
-  uint64_t next_ticket_ GUARDED_BY(slot_mu_) = 0;
+  std::deque<SlotWaiter*> slot_line_ GUARDED_BY(slot_mu_);  // waiting claims, oldest first
 
   static constexpr int kThroughputMinutes = 15;
   mutable Mutex throughput_mu_;

@@ -427,3 +427,67 @@ TEST_CASE_TEMPLATE("lists page newest first by cursor", Stores, TS_STORES) {
   q.status = TaskState::kDone;
   CHECK(store->list(q)->empty());
 }
+
+TEST_CASE_TEMPLATE("a claim ahead of its call: started by note_started - given back if never",
+                   Stores, TS_STORES) {
+  Stores stores;
+  ManualClock clock;
+  auto store = stores.open(clock);
+  Task started = make_task(clock), waiting = make_task(clock), released = make_task(clock);
+  for (Task* t : {&started, &waiting, &released}) REQUIRE(store->insert(*t).ok());
+  for (Task* t : {&started, &waiting, &released}) {
+    auto claimed = store->mark_running(t->seq, "", clock.now_ms());
+    REQUIRE(claimed.ok());
+    REQUIRE(claimed->has_value());
+    CHECK((*claimed)->attempt == 1);
+    CHECK_FALSE((*claimed)->started_at.has_value());
+  }
+  store->note_started(started.seq, 1, "http://b1", clock.now_ms() + 5);
+  store->note_started(waiting.seq, 2, "http://b1", clock.now_ms());  // another attempt's: no-op
+  // A claim that got no slot goes back, its attempt given back; twice is nothing.
+  CHECK(*store->release_claim(released.seq, 1, clock.now_ms()));
+  CHECK_FALSE(*store->release_claim(released.seq, 1, clock.now_ms()));
+  CHECK_FALSE(*store->release_claim(started.seq, 1, clock.now_ms()));  // its call started
+  auto r = store->get(released.task_id, true);
+  CHECK((*r)->status == TaskState::kQueued);
+  CHECK((*r)->attempt == 0);
+  CHECK((*r)->attempts.empty());
+  // The note commits with the next write (here, the recovery's).
+  auto rec = store->recover_running(clock.now_ms() + 10);
+  REQUIRE(rec.ok());
+  CHECK(rec->requeued == 2);
+  auto s = *store->get(started.task_id, true);
+  CHECK(s->status == TaskState::kQueued);
+  CHECK(s->attempt == 1);  // it started: the attempt is spent
+  REQUIRE(s->attempts.size() == 1);
+  CHECK(s->attempts[0].backend == "http://b1");
+  CHECK(s->attempts[0].outcome == "interrupted");
+  auto w = *store->get(waiting.task_id, true);
+  CHECK(w->status == TaskState::kQueued);
+  CHECK(w->attempt == 0);  // never started: given back, none listed
+  CHECK(w->attempts.empty());
+}
+
+TEST_CASE_TEMPLATE("inline results commit with the DONE and go with the task", Stores, TS_STORES) {
+  Stores stores;
+  ManualClock clock;
+  auto store = stores.open(clock);
+  Task a = make_task(clock), b = make_task(clock);
+  REQUIRE(store->insert(a).ok());
+  REQUIRE(store->insert(b).ok());
+  REQUIRE(store->mark_running(a.seq, "x", clock.now_ms())->has_value());
+  REQUIRE(store->mark_running(b.seq, "x", clock.now_ms())->has_value());
+  std::string bytes("{\"a\":1}\0\xff", 9);  // any bytes, NUL and non-UTF-8 ones too
+  Attempt at{1, "x", "done", "", clock.now_ms(), 1};
+  REQUIRE(*store->finish_done(a.seq, at, ResultMeta{9, "application/json", &bytes}));
+  REQUIRE(*store->finish_done(b.seq, at, ResultMeta{5, "text/plain", nullptr}));  // a file's
+  CHECK(*store->inline_result(a.seq) == std::optional<std::string>(bytes));
+  CHECK_FALSE(store->inline_result(b.seq)->has_value());
+  // A DONE that lost its race stores nothing.
+  CHECK_FALSE(*store->finish_done(a.seq, at, ResultMeta{1, "x", &bytes}));
+  clock.advance_ms(1000);
+  auto purged = store->purge_final(clock.now_ms(), 10);
+  REQUIRE(purged.ok());
+  CHECK(purged->size() == 2);
+  CHECK_FALSE(store->inline_result(a.seq)->has_value());
+}

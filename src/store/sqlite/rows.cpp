@@ -168,6 +168,27 @@ TaskChange change_from_returning(SQLite::Statement& s, TaskState from, TaskState
   return c;
 }
 
+Task read_row(StatementCache& c, int64_t seq) {
+  static const std::string sql = "SELECT " + task_columns() + " FROM tasks WHERE seq = ?";
+  StmtUse s(c.stmt(sql));
+  s->bind(1, seq);
+  s->executeStep();
+  return read_task(*s);
+}
+
+TaskChange change_of_row(StatementCache& c, int64_t seq, TaskState from, TaskState to,
+                         int64_t at_ms) {
+  // The columns of returning_clause(), in its order, for change_from_returning.
+  static const std::string sql =
+      "SELECT seq, task_id, type, priority, attempt, backend, error, next_attempt_at, "
+      "webhook_state = '" +
+      std::string(to_string(WebhookState::kPending)) + "' FROM tasks WHERE seq = ?";
+  StmtUse s(c.stmt(sql));
+  s->bind(1, seq);
+  s->executeStep();
+  return change_from_returning(*s, from, to, at_ms);
+}
+
 void insert_attempt(StatementCache& c, int64_t seq, const Attempt& a) {
   StmtUse s(c.stmt(
       "INSERT OR REPLACE INTO attempts (task_seq, number, backend, outcome, error, started_at, "

@@ -97,6 +97,13 @@ auto guarded(F&& f) -> decltype(f()) {
 const std::string& returning_clause();
 TaskChange change_from_returning(SQLite::Statement& s, TaskState from, TaskState to, int64_t at_ms);
 
+// The row `seq` as it is now (a changed row, read back instead of an UPDATE ... RETURNING,
+// which SQLite answers through a temporary table that costs more than the read).
+Task read_row(StatementCache& c, int64_t seq);
+// The change a state change of row `seq` made, read back the same way.
+TaskChange change_of_row(StatementCache& c, int64_t seq, TaskState from, TaskState to,
+                         int64_t at_ms);
+
 // Records one attempt of a task.
 void insert_attempt(StatementCache& c, int64_t seq, const Attempt& a);
 

@@ -31,18 +31,21 @@ StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq, const s
         "UPDATE tasks SET status = " + lit(TaskState::kRunning) +
         ", attempt = attempt + 1, started_at = ?1, backend = COALESCE(?2, backend), "
         "next_attempt_at = NULL WHERE seq = ?3 AND " +
-        sql_guard(TaskState::kQueued) + " RETURNING " + task_columns();
-    StmtUse s(ctx.stmt(sql));
-    if (backend.empty()) {
-      s->bind(1);
-      s->bind(2);
-    } else {
-      s->bind(1, now_ms);
-      s->bind(2, backend);
+        sql_guard(TaskState::kQueued);
+    {
+      StmtUse s(ctx.stmt(sql));
+      if (backend.empty()) {
+        s->bind(1);
+        s->bind(2);
+      } else {
+        s->bind(1, now_ms);
+        s->bind(2, backend);
+      }
+      s->bind(3, seq);
+      s->exec();
+      if (ctx.db().getChanges() == 0) return Status::Ok();
     }
-    s->bind(3, seq);
-    if (!s->executeStep()) return Status::Ok();
-    task = read_task(*s);
+    task = read_row(ctx, seq);
     TaskChange c;
     c.seq = task->seq;
     c.task_id = task->task_id;
@@ -62,19 +65,21 @@ StatusOr<std::optional<Task>> SqliteTaskStore::mark_running(int64_t seq, const s
 
 void SqliteTaskStore::note_started(int64_t seq, int attempt, const std::string& backend,
                                    int64_t at_ms) {
-  committer_->write_async([this, seq, attempt, backend, at_ms]() -> Status {
-    static const std::string sql =
-        "UPDATE tasks SET started_at = ?, backend = ? WHERE seq = ? "
-        "AND attempt = ? AND " +
-        sql_guard(TaskState::kRunning);
-    StmtUse s(write_ctx_->stmt(sql));
-    s->bind(1, at_ms);
-    s->bind(2, backend);
-    s->bind(3, seq);
-    s->bind(4, attempt);
-    s->exec();
-    return Status::Ok();
-  });
+  committer_->write_async(
+      [this, seq, attempt, backend, at_ms]() -> Status {
+        static const std::string sql =
+            "UPDATE tasks SET started_at = ?, backend = ? WHERE seq = ? "
+            "AND attempt = ? AND " +
+            sql_guard(TaskState::kRunning);
+        StmtUse s(write_ctx_->stmt(sql));
+        s->bind(1, at_ms);
+        s->bind(2, backend);
+        s->bind(3, seq);
+        s->bind(4, attempt);
+        s->exec();
+        return Status::Ok();
+      },
+      /*lazy=*/true);
 }
 
 StatusOr<bool> SqliteTaskStore::release_claim(int64_t seq, int attempt, int64_t now_ms) {
@@ -107,17 +112,18 @@ StatusOr<bool> SqliteTaskStore::leave_running(int64_t seq, const Attempt& attemp
   bool changed = false;
   Status st = write(true, [&](WriteContext& ctx) -> Status {
     int64_t now = attempt.started_at + attempt.duration_ms;
-    // ?1 is the time of the change, ?9 the row; the SET clause binds the rest.
-    StmtUse s(ctx.stmt("UPDATE tasks SET status = " + lit(to) + ", " + set_clause +
-                       " WHERE seq = ?9 AND " + sql_guard(TaskState::kRunning) +
-                       returning_clause()));
-    s->bind(1, now);
-    s->bind(9, seq);
-    bind(*s);
-    if (!s->executeStep()) return Status::Ok();
-    ctx.changes->push_back(change_from_returning(*s, TaskState::kRunning, to, now));
+    {
+      // ?1 is the time of the change, ?9 the row; the SET clause binds the rest.
+      StmtUse s(ctx.stmt("UPDATE tasks SET status = " + lit(to) + ", " + set_clause +
+                         " WHERE seq = ?9 AND " + sql_guard(TaskState::kRunning)));
+      s->bind(1, now);
+      s->bind(9, seq);
+      bind(*s);
+      s->exec();
+      if (ctx.db().getChanges() == 0) return Status::Ok();
+    }
+    ctx.changes->push_back(change_of_row(ctx, seq, TaskState::kRunning, to, now));
     changed = true;
-    s->tryReset();
     insert_attempt(ctx, seq, attempt);
     if (also) also(ctx);
     return Status::Ok();
