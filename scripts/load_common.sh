@@ -3,8 +3,11 @@
 # and gives them $BIN, a temp dir $tmp removed on exit, start_server/stop_server and
 # $tmp/post.lua, the durable submit wrk sends. Every server listens on 127.0.0.1 only.
 scripts/install-deps.sh bench
-BUILD_DIR="${BUILD_DIR:-build}" scripts/build.sh
-BIN="$(pwd)/${BUILD_DIR:-build}/taskserver"
+# BIN=/path/to/taskserver measures that binary as it is (e.g. an older build, to compare).
+if [ -z "${BIN:-}" ]; then
+  BUILD_DIR="${BUILD_DIR:-build}" scripts/build.sh
+  BIN="$(pwd)/${BUILD_DIR:-build}/taskserver"
+fi
 tmp=$(mktemp -d)
 server=""
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
