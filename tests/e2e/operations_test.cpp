@@ -289,3 +289,31 @@ TEST_CASE("e2e schedule: a scheduled task never starts early and survives a rest
   CHECK(b.stats()["prompts"].value("never", 0) == 0);
   CHECK(b.stats()["prompts"].value("far", 0) == 0);
 }
+
+TEST_CASE("e2e schedule: scheduled tasks are outside queue positions and the backlog limit") {
+  TempDir dir;
+  Server server(dir, {"--max-queued", "2"});  // no backend: queued tasks stay
+  REQUIRE(server.started());
+  for (int i = 0; i < 4; ++i) {
+    std::string id = server.submit("later " + std::to_string(i), {{"delay_s", 3600}});
+    CHECK(server.get("/api/v1/tasks/" + id)["queue_position"].is_null());
+  }
+  int status = 0;
+  json batch = server.post("/api/v1/tasks/batch", R"({"tasks":[
+      {"type":"image","payload":{"prompt":"b1"},"delay_s":3600,"labels":{"kb_id":"kb_9"}},
+      {"type":"image","payload":{"prompt":"b2"},"run_at":"2026-01-01T00:00:00Z"}]})",
+                           &status);
+  REQUIRE_MESSAGE(status == 202, batch.dump());
+  CHECK(batch["tasks"][0]["labels"] == json{{"kb_id", "kb_9"}});
+  // The second one's run_at is past: it is in the backlog at once.
+  CHECK(server.get("/api/v1/tasks/" + batch["task_ids"][1].get<std::string>())["queue_position"] ==
+        0);
+  std::string now_task = server.submit("now");
+  CHECK(server.get("/api/v1/tasks/" + now_task)["queue_position"] == 1);
+  json queues = server.get("/api/v1/stats/queues");
+  CHECK(queues["queues"][0]["depth"] == 2);
+  // The backlog (2) is full now; scheduled tasks did not fill it.
+  server.post("/api/v1/tasks", R"({"type":"image","payload":{"prompt":"over"}})", &status);
+  CHECK(status == 429);
+  CHECK(server.get("/api/v1/tasks?label.kb_id=kb_9")["tasks"].size() == 1);
+}
