@@ -211,21 +211,26 @@ StatusOr<TaskState> SqliteTaskStore::cancel(const std::string& task_id, int64_t 
 namespace {
 
 // FAILED|CANCELED → QUEUED for row `seq` in state `from`, with a fresh budget: the attempts
-// spent so far become the base the budget counts from. The change, or nullopt when the row was
-// no longer in `from`.
+// spent so far become the base the budget counts from. A task whose run_at is still ahead (a
+// scheduled task canceled before its time) waits for it again. The change, or nullopt when the
+// row was no longer in `from`.
 std::optional<TaskChange> retry_row(StatementCache& c, int64_t seq, TaskState from,
                                     int64_t now_ms) {
   assert(can_transition(from, TaskState::kQueued) && can_retry(from));
   StmtUse s(c.stmt("UPDATE tasks SET status = " + sql_literal(TaskState::kQueued) +
                    ", attempt_base = attempt, retries = retries + 1, finished_at = NULL, "
-                   "next_attempt_at = NULL, scheduled = 0, error = NULL, result_size = NULL, "
-                   "result_type = NULL, webhook_state = NULL, webhook_next_at = NULL "
-                   "WHERE seq = ?1 AND status = ?2" +
-                   returning_clause()));
+                   "next_attempt_at = NULL, scheduled = COALESCE(run_at > ?3, 0), error = NULL, "
+                   "result_size = NULL, result_type = NULL, webhook_state = NULL, "
+                   "webhook_next_at = NULL WHERE seq = ?1 AND status = ?2" +
+                   returning_clause() + ", scheduled, run_at"));
   s->bind(1, seq);
   s->bind(2, std::string(to_string(from)));
+  s->bind(3, now_ms);
   if (!s->executeStep()) return std::nullopt;
-  return change_from_returning(*s, from, TaskState::kQueued, now_ms);
+  TaskChange change = change_from_returning(*s, from, TaskState::kQueued, now_ms);
+  change.to_scheduled = s->getColumn(9).getInt() != 0;
+  if (change.to_scheduled) change.next_attempt_at = opt_i64(s->getColumn(10));
+  return change;
 }
 
 }  // namespace
