@@ -66,12 +66,17 @@ function renderDetail(t) {
       type: 'button', id: 'cancel-button', class: 'danger', onclick: () => cancelTask(t.task_id),
     }, 'Cancel task'));
   }
+  if (t.status === 'FAILED' || t.status === 'CANCELED') {
+    actions.append(el('button', {
+      type: 'button', id: 'retry-button', onclick: () => retryTask(t.task_id),
+    }, 'Retry task'));
+  }
   const message = el('p', { id: 'detail-message', class: 'message', role: 'status' });
   const rows = [
     ['Status', statusBadge(t.status)],
     ['Type', t.type],
     ['Priority', String(t.priority)],
-    ['Attempt', `${t.attempt} of ${t.max_attempts}`],
+    ['Attempt', `${t.attempt} (budget ${t.max_attempts}${t.retries ? `, retried ${t.retries}×` : ''})`],
     ['Created', timeCell(t.created_at)],
     ['Started', t.started_at ? timeCell(t.started_at) : '–'],
     ['Finished', t.finished_at ? timeCell(t.finished_at) : '–'],
@@ -82,6 +87,9 @@ function renderDetail(t) {
     if (t.estimated_start) rows.push(['Estimated start', timeCell(t.estimated_start)]);
     if (t.next_attempt_at) rows.push(['Next attempt', timeCell(t.next_attempt_at)]);
   }
+  if (t.run_at) rows.push(['Run at', timeCell(t.run_at)]);
+  const labels = Object.entries(t.labels || {});
+  if (labels.length) rows.push(['Labels', labels.map(([k, v]) => `${k}=${v}`).join(' ')]);
   if (t.error) rows.push(['Error', el('span', { class: 'error' }, t.error)]);
   if (t.result) rows.push(['Result', `${t.result.size} bytes, ${t.result.content_type}`]);
   if (t.result_url) rows.push(['Result URL', t.result_url]);
@@ -183,6 +191,36 @@ async function cancelTask(id) {
     }
   } catch (err) {
     if (!(err instanceof AuthDismissed)) say(`Cannot cancel: ${err.message}`, 'error');
+    if (button) button.disabled = false;
+  }
+}
+
+async function retryTask(id) {
+  const button = $('retry-button');
+  if (button) button.disabled = true;
+  const say = (text, cls) => {
+    const m = $('detail-message');
+    if (m) {
+      m.textContent = text;
+      m.className = `message ${cls || ''}`;
+    }
+  };
+  try {
+    const res = await api(`/api/v1/tasks/${encodeURIComponent(id)}/retry`, { method: 'POST' });
+    if (res.ok) {
+      const t = await res.json();
+      upsertKnown(t);
+      const known = view.byId.get(id);
+      if (known) updateRow(known);
+      if (view.selectedId === id) renderDetail(t);
+      say('Queued again.', 'ok');
+    } else {
+      say(`Cannot retry: ${await errorText(res)}`, 'error');
+      if (res.status === 409 && view.selectedId === id) loadDetail(id);
+      else if (button) button.disabled = false;
+    }
+  } catch (err) {
+    if (!(err instanceof AuthDismissed)) say(`Cannot retry: ${err.message}`, 'error');
     if (button) button.disabled = false;
   }
 }

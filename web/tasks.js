@@ -15,16 +15,29 @@ export const view = {
   selectedId: null,       // the task whose details are open
 };
 
+// "kb_id=kb_123 tier=gold" -> [['kb_id', 'kb_123'], ['tier', 'gold']]
+function parseLabels(text) {
+  const out = [];
+  for (const part of (text || '').trim().split(/\s+/)) {
+    const at = part.indexOf('=');
+    if (at > 0) out.push([part.slice(0, at), part.slice(at + 1)]);
+  }
+  return out;
+}
+
 const filters = () => ({
   status: $('filter-status').value,
   type: $('filter-type').value,
+  labels: parseLabels($('filter-label').value),
   limit: Number($('page-size').value) || 25,
 });
 export const onFirstPage = () => view.cursors.length === 1;
 
 export function matchesFilters(task) {
   const f = filters();
-  return (!f.status || task.status === f.status) && (!f.type || task.type === f.type);
+  const labels = task.labels || {};
+  return (!f.status || task.status === f.status) && (!f.type || task.type === f.type) &&
+    f.labels.every(([k, v]) => labels[k] === v);
 }
 
 export async function loadPage() {
@@ -32,6 +45,7 @@ export async function loadPage() {
   const q = new URLSearchParams({ limit: String(f.limit) });
   if (f.status) q.set('status', f.status);
   if (f.type) q.set('type', f.type);
+  for (const [k, v] of f.labels) q.set(`label.${k}`, v);
   const cursor = view.cursors[view.cursors.length - 1];
   if (cursor) q.set('cursor', cursor);
   const seq = (view.loadSeq = (view.loadSeq || 0) + 1);
@@ -208,6 +222,7 @@ export function wireTasks() {
   $('filter-form').addEventListener('submit', (e) => e.preventDefault());
   $('filter-status').addEventListener('change', onFilterChange);
   $('filter-type').addEventListener('change', onFilterChange);
+  $('filter-label').addEventListener('change', onFilterChange);
   $('page-size').addEventListener('change', onFilterChange);
   $('older').addEventListener('click', () => {
     if (!view.nextCursor) return;

@@ -80,10 +80,33 @@ json task_input_schema() {
     props[std::string(f.name)] = s;
     if (f.required) required.push_back(std::string(f.name));
   }
+  json labels = {
+      {"type", "object"},
+      {"maxProperties", kMaxLabels},
+      {"propertyNames",
+       {{"pattern", "^[A-Za-z0-9_./-]{1," + std::to_string(kMaxLabelKeyLength) + "}$"}}},
+      {"additionalProperties", {{"type", "string"}, {"maxLength", kMaxLabelValueBytes}}},
+      {"description", "String pairs to find the task by: GET /api/v1/tasks?label.KEY=VALUE"}};
+  props["labels"] = labels;
+  props["run_at"] = {
+      {"type", "string"},
+      {"format", "date-time"},
+      {"description",
+       "RFC 3339: not dispatched before then; QUEUED outside the backlog until then"}};
+  props["delay_s"] = {{"type", "integer"},
+                      {"minimum", 0},
+                      {"maximum", kMaxScheduleAheadS},
+                      {"description", "Or: run this many seconds after the submit"}};
+  props["task_type"] = {{"type", "string"}, {"description", "Seed 002's name for type"}};
+  props["retry_limit"] = {{"type", "integer"},
+                          {"minimum", kMinMaxAttempts},
+                          {"maximum", kMaxMaxAttempts},
+                          {"description", "Seed 002's name for max_attempts"}};
+  // Seed 002: any other top-level string field (kb_id) is a label; other values are refused.
   return {{"type", "object"},
           {"required", required},
           {"properties", props},
-          {"additionalProperties", false}};
+          {"additionalProperties", {{"type", "string"}}}};
 }
 
 // A task as the API sends it: every shown field of the table, its groups, and what a live
@@ -115,6 +138,10 @@ json task_schema() {
                              {"description", "While QUEUED: tasks that run before this one"}};
   props["estimated_start"] = nullable(time, true);
   props["estimated_start"]["description"] = "While QUEUED: when it may start";
+  props["labels"] = {{"type", "object"},
+                     {"additionalProperties", {{"type", "string"}}},
+                     {"description", "The task's labels ({} when none)"}};
+  required.push_back("labels");
   props["created"] = {{"type", "boolean"},
                       {"description", "In a batch's answer: false for an idempotent repeat"}};
   props["attempts"] = {
@@ -226,13 +253,47 @@ json operation(const std::string& method, const RouteDoc& doc) {
           "Hold the request up to this many seconds until the task is final");
     responses["200"] = json_response("The task", "Task");
   } else if (name == "list_tasks") {
-    query("status", {{"type", "string"}}, "QUEUED, RUNNING, DONE, FAILED or CANCELED");
+    query("status", {{"type", "string"}},
+          "QUEUED, RUNNING (or processing), DONE, FAILED or CANCELED");
     query("type", {{"type", "string"}}, "The pool");
     query("limit", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}},
           "Page size, default 50");
     query("cursor", {{"type", "string"}}, "next_cursor of the previous page");
     query("task_id", {{"type", "string"}}, "Return this one task instead of a list");
+    query("label.{key}", {{"type", "string"}},
+          "Only tasks with this label (up to 4 filters); any other unknown parameter, such as "
+          "seed 002's kb_id, filters by the label of its name too");
     responses["200"] = {{"description", "{tasks, next_cursor}"}};
+  } else if (name == "retry") {
+    responses["200"] = json_response("The task, QUEUED again with a fresh attempt budget", "Task");
+    responses["409"] = error_response("The task is not FAILED or CANCELED");
+    responses["429"] = error_response("The pool's backlog is full (Retry-After)");
+  } else if (name == "retry_matching") {
+    json label_map = {{"type", "object"}, {"additionalProperties", {{"type", "string"}}}};
+    op["requestBody"] = {
+        {"required", false},
+        {"content",
+         {{"application/json",
+           {{"schema",
+             {{"type", "object"},
+              {"additionalProperties", false},
+              {"properties",
+               {{"status", {{"type", "string"}, {"enum", {"FAILED", "CANCELED"}}}},
+                {"type", {{"type", "string"}}},
+                {"labels", label_map},
+                {"limit", {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}}}}}}}}}}}};
+    responses["200"] = {
+        {"description",
+         "{count, task_ids, skipped_backlog_full}: the tasks retried, oldest first, in one "
+         "transaction"},
+        {"content",
+         {{"application/json",
+           {{"schema",
+             {{"type", "object"},
+              {"properties",
+               {{"count", {{"type", "integer"}}},
+                {"task_ids", {{"type", "array"}, {"items", {{"type", "string"}}}}},
+                {"skipped_backlog_full", {{"type", "integer"}}}}}}}}}}}};
   } else if (name == "task_events" || name == "events") {
     responses["200"] = {{"description", "text/event-stream"},
                         {"content", {{"text/event-stream", {{"schema", {{"type", "string"}}}}}}}};

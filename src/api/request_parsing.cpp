@@ -37,16 +37,41 @@ StatusOr<int> int_param(const QueryParams& params, const std::string& name, int 
   return n;
 }
 
+std::optional<TaskState> parse_state_param(std::string name) {
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (name == "PROCESSING") return TaskState::kRunning;
+  return parse_task_state(name);
+}
+
 StatusOr<ListRequest> parse_list_query(const QueryParams& params) {
   ListRequest r;
   if (const std::string* s = first(params, "status"); s && !s->empty()) {
-    std::string upper = *s;
-    for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    r.status = parse_task_state(upper);
+    r.status = parse_state_param(*s);
     if (!r.status) {
-      return Status::Invalid("status",
-                             "status must be one of QUEUED, RUNNING, DONE, FAILED, CANCELED");
+      return Status::Invalid(
+          "status",
+          "status must be one of QUEUED, RUNNING (or processing), DONE, FAILED, CANCELED");
     }
+  }
+  // Parameters of the list itself, and those other routes' clients may add; the rest filter by
+  // label.
+  static const char* const kListParams[] = {"status", "type", "limit", "cursor", "task_id", "wait"};
+  for (auto it = params.begin(); it != params.end(); it = params.upper_bound(it->first)) {
+    const std::string& name = it->first;
+    bool known = false;
+    for (const char* p : kListParams) known = known || name == p;
+    if (known) continue;
+    std::string key = name.rfind("label.", 0) == 0 ? name.substr(6) : name;
+    std::string field = "label." + key;
+    Status st = check_label(key, it->second, field);
+    if (!st.ok()) return st;
+    if (r.labels.size() == kMaxLabelFilters) {
+      return Status::Invalid(
+          field, "at most " + std::to_string(kMaxLabelFilters) + " label filters at once");
+    }
+    bool repeated = false;
+    for (const auto& [k, v] : r.labels) repeated = repeated || k == key;
+    if (!repeated) r.labels.emplace_back(key, it->second);
   }
   if (const std::string* t = first(params, "type"); t && !t->empty()) {
     if (!is_valid_type_name(*t)) return Status::Invalid("type", "type must name a pool");

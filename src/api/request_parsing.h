@@ -22,13 +22,19 @@ StatusOr<int> int_param(const QueryParams& params, const std::string& name, int 
                         int dflt);
 
 // GET /api/v1/tasks?status=&type=&limit=&cursor=
+// Label filters: label.KEY=VALUE, or (seed 002) any other parameter KEY=VALUE; at most
+// kMaxLabelFilters of them, every one must match. status=processing is RUNNING.
+inline constexpr size_t kMaxLabelFilters = 4;
 struct ListRequest {
   std::optional<TaskState> status;
   std::optional<std::string> type;
   int limit = 50;
   std::optional<std::string> cursor;  // not yet decoded: the service knows its format
+  std::vector<std::pair<std::string, std::string>> labels;
 };
 StatusOr<ListRequest> parse_list_query(const QueryParams& params);
+// A task state by its name in any case, with seed 002's "processing" for RUNNING.
+std::optional<TaskState> parse_state_param(std::string name);
 
 // The token of "Authorization: Bearer <token>" (scheme case-insensitive), or nullopt.
 std::optional<std::string> bearer_token(std::string_view header);

@@ -139,6 +139,9 @@ void write_task(JsonWriter& w, const Task& t, bool details, const TaskView* view
         break;
     }
   }
+  w.key("labels").begin_object();
+  for (const auto& [k, v] : t.labels) w.field(k, v);
+  w.end_object();
   if (view && t.status == TaskState::kQueued) {
     w.field("queue_position", view->queue_position);
     w.field_time("estimated_start", view->estimated_start_ms);

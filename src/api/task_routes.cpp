@@ -8,6 +8,7 @@
 #include "api/task_json.h"
 #include "backend/images_answer.h"
 #include "backend/png.h"
+#include "service/task_request.h"
 
 namespace ts {
 namespace {
@@ -35,7 +36,7 @@ class TaskRoutes {
     if (req.has_param("task_id")) return get_task(req.get_param_value("task_id"), req, res);
     auto q = parse_list_query(req.params);
     if (!q.ok()) return send_error(res, q.status());
-    auto page = ctx_->svc.list(q->status, q->type, q->limit, q->cursor);
+    auto page = ctx_->svc.list(q->status, q->type, q->limit, q->cursor, q->labels);
     if (!page.ok()) return send_error(res, page.status());
     std::string body;
     JsonWriter w(body);
@@ -49,6 +50,27 @@ class TaskRoutes {
     auto t = ctx_->svc.cancel(id);
     if (!t.ok()) return send_error(res, t.status());
     send_text_json(res, 200, task_json(*t, true));
+  }
+
+  void retry(const std::string& id, Response& res) {
+    auto t = ctx_->svc.retry(id);
+    if (!t.ok()) return send_error(res, t.status());
+    send_text_json(res, 200, task_json(*t, true));
+  }
+
+  // POST /api/v1/tasks/retry {status?, type?, labels?, limit?}
+  void retry_matching(const std::string& body, Response& res) {
+    auto filter = parse_retry_filter(body);
+    if (!filter.ok()) return send_error(res, filter.status());
+    auto out = ctx_->svc.retry_matching(*filter);
+    if (!out.ok()) return send_error(res, out.status());
+    std::string answer;
+    JsonWriter w(answer);
+    w.begin_object().field("count", static_cast<int64_t>(out->task_ids.size()));
+    w.key("task_ids").begin_array();
+    for (const std::string& id : out->task_ids) w.string(id);
+    w.end_array().field("skipped_backlog_full", int64_t{out->skipped_backlog_full}).end_object();
+    send_text_json(res, 200, std::move(answer));
   }
 
   // The result as stored: small ones from the store, large ones streamed from their file, so a
@@ -175,6 +197,30 @@ void install_task_routes(Routes& r, const Context& ctx) {
              if (!st.ok()) return send_error(res, st);
            }
            t->cancel(req.matches[1], res);
+         });
+  // Bodies are optional here as for cancel: `curl -XPOST .../retry` sends none.
+  r.post(R"(/api/v1/tasks/([^/]+)/retry)",
+         {"retry", "/api/v1/tasks/{id}/retry",
+          "Put a FAILED or CANCELED task back to QUEUED with a fresh attempt budget."},
+         [t, c](const Request& req, Response& res, const ContentReader& reader) {
+           if (request().headers.content_length || request().headers.chunked) {
+             std::string ignored;
+             Status st = read_body(reader, c->opt.max_body, &ignored);
+             if (!st.ok()) return send_error(res, st);
+           }
+           t->retry(req.matches[1], res);
+         });
+  r.post("/api/v1/tasks/retry",
+         {"retry_matching", "/api/v1/tasks/retry",
+          "Retry the FAILED or CANCELED tasks matching {status, type, labels, limit}, in one "
+          "transaction."},
+         [t, c](const Request&, Response& res, const ContentReader& reader) {
+           std::string body;
+           if (request().headers.content_length || request().headers.chunked) {
+             Status st = read_body(reader, c->opt.max_body, &body);
+             if (!st.ok()) return send_error(res, st);
+           }
+           t->retry_matching(body, res);
          });
   r.get(R"(/api/images/([^/]+))",
         {"image", "/api/images/{id}", "The first image of a DONE image task, decoded."},

@@ -175,6 +175,7 @@ int serve(ServeConfig cfg, bool demo) {
     }
   }
   webhooks.start();
+  service.start_scheduler();
 
   HttpServerOptions ho;
   ho.threads = cfg.http_threads;
@@ -251,6 +252,7 @@ int serve(ServeConfig cfg, bool demo) {
   sd_notify("STOPPING=1");
   sweep.stop();
   service.begin_shutdown();
+  service.stop_scheduler();
   retention.stop();
   std::vector<std::thread> stoppers;
   for (auto& [name, pool] : pools.all()) {

@@ -4,6 +4,7 @@
 // core/task_state.h.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,6 +26,13 @@ inline constexpr int kMaxTimeoutS = 86400;
 inline constexpr size_t kMaxIdempotencyKeyBytes = 255;
 inline constexpr size_t kMaxWebhookUrlBytes = 2048;
 inline constexpr size_t kMaxTypeLength = 64;  // a pool name: a-z, 0-9, _ and -
+// Labels: up to kMaxLabels pairs; a key is 1-64 characters of a-z, A-Z, 0-9, _ . - and /, a
+// value up to 256 bytes without control characters.
+inline constexpr size_t kMaxLabels = 16;
+inline constexpr size_t kMaxLabelKeyLength = 64;
+inline constexpr size_t kMaxLabelValueBytes = 256;
+// A scheduled task's run_at may lie at most this far ahead (delay_s likewise).
+inline constexpr int64_t kMaxScheduleAheadS = 366LL * 24 * 3600;
 
 // "low"/"normal"/"high" map to 2/5/8.
 std::optional<int> priority_from_word(std::string_view word);
@@ -56,6 +64,10 @@ struct Task {
   TaskState status = TaskState::kQueued;
   int attempt = 0;  // attempts started so far (a busy backend or shutdown gives one back)
   int max_attempts = kDefaultMaxAttempts;
+  // Attempts spent before the latest retry: the budget of max_attempts counts from here, while
+  // attempt numbers keep growing so that the earlier attempts stay listed.
+  int attempt_base = 0;
+  int retries = 0;  // times a FAILED or CANCELED task was put back to QUEUED
   std::optional<int> timeout_s;
   std::optional<std::string> idempotency_key;
   std::optional<std::string> webhook_url;
@@ -63,6 +75,10 @@ struct Task {
   std::optional<int64_t> started_at;
   std::optional<int64_t> finished_at;
   std::optional<int64_t> next_attempt_at;
+  // A scheduled task: not dispatched before run_at. While `scheduled` it is QUEUED outside the
+  // backlog; the scheduler lets it in at run_at (and clears the flag).
+  std::optional<int64_t> run_at;
+  int scheduled = 0;
   std::optional<std::string> backend;
   std::optional<std::string> error;
   std::optional<int64_t> result_size;
@@ -72,8 +88,9 @@ struct Task {
   std::optional<std::string> input_type;
   std::optional<int64_t> input_size;
   WebhookState webhook_state = WebhookState::kNone;
-  std::vector<Attempt> attempts;            // filled by reads that ask for details
-  std::vector<WebhookDelivery> deliveries;  // likewise
+  std::map<std::string, std::string> labels;  // kept in their own table, read with the task
+  std::vector<Attempt> attempts;              // filled by reads that ask for details
+  std::vector<WebhookDelivery> deliveries;    // likewise
 };
 
 }  // namespace ts

@@ -7,7 +7,7 @@ namespace {
 
 using F = FieldType;
 
-constexpr std::array<TaskField, 23> kFields = {{
+constexpr std::array<TaskField, 27> kFields = {{
     {"seq", "seq", F::kInteger, &Task::seq, Shown::kNever, "", false, false, false, 0, 0,
      "Insertion order: the age within a priority"},
     {"task_id", "task_id", F::kText, &Task::task_id, Shown::kAlways, "", true, false, false, 0, 0,
@@ -19,7 +19,11 @@ constexpr std::array<TaskField, 23> kFields = {{
     {"priority", "priority", F::kInteger, &Task::priority, Shown::kAlways, "", true, true, false,
      kMinPriority, kMaxPriority, "Higher first; the words low, normal, high are 2, 5, 8"},
     {"attempt", "attempt", F::kInteger, &Task::attempt, Shown::kAlways, "", true, false, false, 0,
-     0, "Attempts started so far"},
+     0, "Attempts started so far (numbers keep growing across retries)"},
+    {"attempt_base", "attempt_base", F::kInteger, &Task::attempt_base, Shown::kNever, "", false,
+     false, false, 0, 0, "Attempts spent before the latest retry"},
+    {"retries", "retries", F::kInteger, &Task::retries, Shown::kAlways, "", false, false, false, 0,
+     0, "Times the task was retried after FAILED or CANCELED"},
     {"max_attempts", "max_attempts", F::kInteger, &Task::max_attempts, Shown::kAlways, "", true,
      true, false, kMinMaxAttempts, kMaxMaxAttempts, "Attempts before the task FAILS"},
     {"timeout_s", "timeout_s", F::kInteger, &Task::timeout_s, Shown::kAlways, "", true, true, false,
@@ -37,6 +41,10 @@ constexpr std::array<TaskField, 23> kFields = {{
      false, 0, 0, "When it reached a final state"},
     {"next_attempt_at", "next_attempt_at", F::kTime, &Task::next_attempt_at, Shown::kWhenQueued, "",
      false, false, false, 0, 0, "A queued retry waits until then"},
+    {"run_at", "run_at", F::kTime, &Task::run_at, Shown::kAlways, "", true, false, false, 0, 0,
+     "A scheduled task is not dispatched before then"},
+    {"scheduled", "scheduled", F::kInteger, &Task::scheduled, Shown::kNever, "", true, false, false,
+     0, 0, "1 while a scheduled task waits for run_at outside the backlog"},
     {"backend", "backend", F::kText, &Task::backend, Shown::kAlways, "", false, false, false, 0, 0,
      "The backend of the latest attempt"},
     {"error", "error", F::kText, &Task::error, Shown::kAlways, "", false, false, false, 0, 0,

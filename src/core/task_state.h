@@ -8,8 +8,11 @@
 //   QUEUED ──▶ RUNNING ──▶ DONE | FAILED
 //     │           │  └───▶ QUEUED   (retry after backoff, busy backend, shutdown, crash recovery)
 //     └───────────┴──────▶ CANCELED
+//   FAILED | CANCELED ───▶ QUEUED   (only by an operator's retry: POST /api/v1/tasks/{id}/retry)
 //
-// DONE, FAILED and CANCELED are final: a task in a final state never runs again.
+// DONE, FAILED and CANCELED are final: a task in a final state never runs again by itself; an
+// explicit retry is the one way out of FAILED or CANCELED, with a fresh attempt budget. A
+// scheduled task is QUEUED (with run_at) from its submit on.
 
 #include <array>
 #include <optional>
@@ -44,7 +47,14 @@ inline constexpr Transition kTransitions[] = {
     {TaskState::kRunning, TaskState::kQueued,
      "requeue (retry, busy); release_running (shutdown); recover_running (crash)"},
     {TaskState::kRunning, TaskState::kCanceled, "cancel"},
+    {TaskState::kFailed, TaskState::kQueued, "retry; retry_matching"},
+    {TaskState::kCanceled, TaskState::kQueued, "retry; retry_matching"},
 };
+
+// The states an operator's retry starts from.
+constexpr bool can_retry(TaskState from) {
+  return from == TaskState::kFailed || from == TaskState::kCanceled;
+}
 
 constexpr bool can_transition(TaskState from, TaskState to) {
   for (const Transition& t : kTransitions) {

@@ -47,7 +47,13 @@ void ReadyQueue::stop() {
 }
 
 void ReadyQueue::offer_locked(QueueItem item) {
-  if (taken_.count(item.seq)) return;
+  if (taken_.count(item.seq)) {
+    // Queued again while a worker still holds its last attempt (a retry right after a cancel):
+    // the row waits in the store, and the feeder looks once the worker lets go.
+    more_in_store_ = true;
+    ++spill_gen_;
+    return;
+  }
   std::optional<QueueItem> evicted;
   if (channel_.offer(std::move(item), &evicted) == Channel::Offer::kRejected || evicted) {
     more_in_store_ = true;

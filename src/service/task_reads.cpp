@@ -27,6 +27,11 @@ TaskView TaskService::view_of(Task task) {
   view.task = std::move(task);
   const Task& t = view.task;
   if (t.status != TaskState::kQueued) return view;
+  // A scheduled task is outside the backlog until its run_at: no position, it starts then.
+  if (t.scheduled) {
+    view.estimated_start_ms = t.run_at;
+    return view;
+  }
   // A task of a type no pool serves (any more: the store outlives the configuration) is
   // counted in the store, the slow way, and has no estimate.
   bool pooled = pools_.has_pool(t.type);
@@ -74,10 +79,12 @@ std::optional<int64_t> TaskService::decode_cursor(const std::string& cursor) {
 
 StatusOr<ListPage> TaskService::list(std::optional<TaskState> status,
                                      std::optional<std::string> type, int limit,
-                                     const std::optional<std::string>& cursor) {
+                                     const std::optional<std::string>& cursor,
+                                     std::vector<std::pair<std::string, std::string>> labels) {
   ListQuery q;
   q.status = status;
   q.type = std::move(type);
+  q.labels = std::move(labels);
   q.limit = limit;
   if (cursor) {
     auto seq = decode_cursor(*cursor);
@@ -99,6 +106,41 @@ StatusOr<Task> TaskService::cancel(const std::string& task_id) {
   auto was = store_.cancel(task_id, clock_.now_ms());
   if (!was.ok()) return was.status();
   return read_task(task_id, true);
+}
+
+StatusOr<Task> TaskService::retry(const std::string& task_id) {
+  if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
+  if (shutting_down()) {
+    return Status::Unavailable("shutting_down", "the server is shutting down");
+  }
+  std::vector<std::string> reserved;
+  auto admit = [this, &reserved](const std::string& type) {
+    // A type no pool serves any more has no backlog to respect; it waits for a pool.
+    if (!pools_.has_pool(type)) return true;
+    if (!pools_.try_reserve(type)) return false;
+    reserved.push_back(type);
+    return true;
+  };
+  auto was = store_.retry(task_id, clock_.now_ms(), admit);
+  for (const std::string& type : reserved) pools_.unreserve(type);
+  if (!was.ok()) return was.status();
+  return read_task(task_id, true);
+}
+
+StatusOr<RetryOutcome> TaskService::retry_matching(const RetryFilter& filter) {
+  if (shutting_down()) {
+    return Status::Unavailable("shutting_down", "the server is shutting down");
+  }
+  std::vector<std::string> reserved;
+  auto admit = [this, &reserved](const std::string& type) {
+    if (!pools_.has_pool(type)) return true;
+    if (!pools_.try_reserve(type)) return false;
+    reserved.push_back(type);
+    return true;
+  };
+  auto out = store_.retry_matching(filter, clock_.now_ms(), admit);
+  for (const std::string& type : reserved) pools_.unreserve(type);
+  return out;
 }
 
 StatusOr<StoredResult> TaskService::result(const std::string& task_id) {

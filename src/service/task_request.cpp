@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cctype>
 
 #include "core/task.h"
 #include "core/task_fields.h"
+#include "core/time_format.h"
 #include "core/url.h"
 
 namespace ts {
@@ -128,6 +130,62 @@ Status read_options(const json& j, NewTask& t) {
     if (!st.ok()) return st;
     t.webhook_url = v->get<std::string>();
   }
+  if (const json* v = field("labels")) {
+    if (!v->is_object()) {
+      return Status::Invalid("labels", "labels must be an object of string keys and values");
+    }
+    if (v->size() > kMaxLabels) {
+      return Status::Invalid("labels",
+                             "a task carries at most " + std::to_string(kMaxLabels) + " labels");
+    }
+    for (auto it = v->begin(); it != v->end(); ++it) {
+      std::string name = "labels." + it.key();
+      Status st = check_label_key(it.key(), name);
+      if (!st.ok()) return st;
+      if (!it->is_string()) return Status::Invalid(name, name + " must be a string");
+      st = check_label(it.key(), it->get<std::string>(), name);
+      if (!st.ok()) return st;
+      t.labels[it.key()] = it->get<std::string>();
+    }
+  }
+  const json* run_at = field("run_at");
+  const json* delay_s = field("delay_s");
+  if (run_at && delay_s) {
+    return Status::Invalid("delay_s", "give run_at or delay_s, not both");
+  }
+  if (run_at) {
+    auto ms = run_at->is_string() ? parse_rfc3339_ms(run_at->get<std::string>()) : std::nullopt;
+    if (!ms) {
+      return Status::Invalid("run_at",
+                             "run_at must be an RFC 3339 time such as 2026-12-08T09:30:00Z");
+    }
+    t.run_at_ms = *ms;
+  }
+  if (delay_s) {
+    auto n = bounded_int(*delay_s, "delay_s", 0, static_cast<int>(kMaxScheduleAheadS));
+    if (!n.ok()) return n.status();
+    t.delay_s = *n;
+  }
+  return Status::Ok();
+}
+
+// Keys a task object may hold besides the input fields of the table.
+bool is_extra_key(const std::string& key) {
+  return key == "labels" || key == "run_at" || key == "delay_s";
+}
+
+// Seed 002's names for two fields: task_type is type, retry_limit is max_attempts.
+Status apply_seed_aliases(json& j) {
+  for (auto [alias, name] : {std::pair<const char*, const char*>{"task_type", "type"},
+                             std::pair<const char*, const char*>{"retry_limit", "max_attempts"}}) {
+    auto it = j.find(alias);
+    if (it == j.end()) continue;
+    if (j.contains(name)) {
+      return Status::Invalid(alias, std::string("give ") + name + " or " + alias + ", not both");
+    }
+    j[name] = *it;
+    j.erase(alias);
+  }
   return Status::Ok();
 }
 
@@ -141,6 +199,35 @@ Status check_image_payload(const json& payload, const std::string& field) {
 }
 
 }  // namespace
+
+Status check_label_key(const std::string& key, const std::string& field) {
+  bool ok = !key.empty() && key.size() <= kMaxLabelKeyLength;
+  for (char c : key) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '_' || c == '.' || c == '-' || c == '/');
+  }
+  if (!ok) {
+    return Status::Invalid(field.empty() ? "labels" : field,
+                           "a label key is 1-" + std::to_string(kMaxLabelKeyLength) +
+                               " characters of a-z, A-Z, 0-9, _ . - and /");
+  }
+  return Status::Ok();
+}
+
+Status check_label(const std::string& key, const std::string& value, const std::string& field) {
+  Status st = check_label_key(key, field);
+  if (!st.ok()) return st;
+  if (value.size() > kMaxLabelValueBytes) {
+    return Status::Invalid(
+        field, field + " may be at most " + std::to_string(kMaxLabelValueBytes) + " bytes");
+  }
+  for (unsigned char c : value) {
+    if (c < 0x20 || c == 0x7f) {
+      return Status::Invalid(field, field + " must not contain control characters");
+    }
+  }
+  return Status::Ok();
+}
 
 bool is_valid_type_name(std::string_view type) {
   const TaskField& f = input_field("type");
@@ -190,8 +277,11 @@ StatusOr<json> parse_json_bounded(std::string_view text, int max_depth) {
   return j;
 }
 
-StatusOr<NewTask> task_from_json(const json& j) {
-  if (!j.is_object()) return Status::Invalid("body", "a task must be a JSON object");
+StatusOr<NewTask> task_from_json(const json& given) {
+  if (!given.is_object()) return Status::Invalid("body", "a task must be a JSON object");
+  json j = given;
+  Status aliased = apply_seed_aliases(j);
+  if (!aliased.ok()) return aliased;
   NewTask t;
   auto type = j.find("type");
   if (type == j.end() || !type->is_string()) {
@@ -214,12 +304,25 @@ StatusOr<NewTask> task_from_json(const json& j) {
   Status st = read_options(j, t);
   if (!st.ok()) return st;
   for (auto it = j.begin(); it != j.end(); ++it) {
-    if (!find_input_field(it.key())) {
-      // A 422 names its field; a key that is the empty string has no name to give.
-      return Status::Invalid(
-          it.key().empty() ? "body" : it.key(),
-          "unknown field \"" + it.key() + "\" (backend parameters go inside payload)");
+    if (find_input_field(it.key()) || is_extra_key(it.key())) continue;
+    // Seed 002: another top-level string field (kb_id) is a label.
+    if (it->is_string() && !it.key().empty()) {
+      if (t.labels.count(it.key())) {
+        return Status::Invalid(it.key(), it.key() + " is given both as a field and in labels");
+      }
+      Status label = check_label(it.key(), it->get<std::string>(), it.key());
+      if (!label.ok()) return label;
+      t.labels[it.key()] = it->get<std::string>();
+      if (t.labels.size() > kMaxLabels) {
+        return Status::Invalid(it.key(), "a task carries at most " + std::to_string(kMaxLabels) +
+                                             " labels (top-level string fields count)");
+      }
+      continue;
     }
+    // A 422 names its field; a key that is the empty string has no name to give.
+    return Status::Invalid(
+        it.key().empty() ? "body" : it.key(),
+        "unknown field \"" + it.key() + "\" (backend parameters go inside payload)");
   }
   return t;
 }
@@ -270,8 +373,58 @@ StatusOr<NewTask> parse_image_request(std::string_view body) {
   for (const TaskField& f : task_fields()) {
     if (f.input && f.name != "type" && f.name != "payload") j.erase(std::string(f.name));
   }
+  for (const char* extra : {"labels", "run_at", "delay_s"}) j.erase(extra);
   t.payload = j.dump();
   return t;
+}
+
+StatusOr<RetryFilter> parse_retry_filter(std::string_view body) {
+  RetryFilter f;
+  bool blank = body.find_first_not_of(" \t\r\n") == std::string_view::npos;
+  if (blank) return f;
+  auto parsed = parse_json_bounded(body);
+  if (!parsed.ok()) return parsed.status();
+  const json& j = *parsed;
+  if (!j.is_object()) return Status::Invalid("body", "the body must be a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const json& v = *it;
+    if (v.is_null()) continue;
+    if (k == "status") {
+      std::string name = v.is_string() ? v.get<std::string>() : "";
+      for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      auto state = parse_task_state(name);
+      if (!state || !can_retry(*state)) {
+        return Status::Invalid("status", "status must be FAILED or CANCELED");
+      }
+      f.status = *state;
+    } else if (k == "type") {
+      if (!v.is_string() || !is_valid_type_name(v.get<std::string>())) {
+        return Status::Invalid("type", "type must name a pool");
+      }
+      f.type = v.get<std::string>();
+    } else if (k == "labels") {
+      if (!v.is_object() || v.size() > kMaxLabels) {
+        return Status::Invalid("labels", "labels must be an object of at most " +
+                                             std::to_string(kMaxLabels) + " string pairs");
+      }
+      for (auto l = v.begin(); l != v.end(); ++l) {
+        std::string name = "labels." + l.key();
+        if (!l->is_string()) return Status::Invalid(name, name + " must be a string");
+        Status st = check_label(l.key(), l->get<std::string>(), name);
+        if (!st.ok()) return st;
+        f.labels.emplace_back(l.key(), l->get<std::string>());
+      }
+    } else if (k == "limit") {
+      auto n = bounded_int(v, "limit", 1, kMaxRetryBatch);
+      if (!n.ok()) return n.status();
+      f.limit = *n;
+    } else {
+      return Status::Invalid(k.empty() ? "body" : k,
+                             "unknown field \"" + k + "\" (status, type, labels, limit)");
+    }
+  }
+  return f;
 }
 
 Status apply_idempotency_header(NewTask& task, const std::optional<std::string>& header) {

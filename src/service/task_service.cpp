@@ -38,6 +38,7 @@ TaskService::TaskService(TaskLedger& store, PoolDirectory& pools, EventHub& even
       results_(results),
       inputs_(inputs),
       clock_(clock),
+      scheduler_(store, clock),
       polls_(events, [this](const std::string& task_id) {
         auto t = read_task(task_id, false);
         return !t.ok() || is_final(t->status);
@@ -71,6 +72,7 @@ void TaskService::on_commit(const std::vector<TaskChange>& changes) {
   }
   for (const TaskChange& c : changes) {
     if (pools_.has_pool(c.type)) pools_.on_change(c);
+    if (c.to_scheduled && c.next_attempt_at) scheduler_.note(*c.next_attempt_at);
     if (c.to != TaskState::kQueued || c.from) {
       spdlog::info("task {} {} -> {}{}{}", c.task_id,
                    c.from ? std::string(to_string(*c.from)) : std::string("new"), to_string(c.to),
@@ -107,8 +109,18 @@ StatusOr<Task> TaskService::prepare(NewTask& r, int64_t now) {
                                             std::to_string(pools_.max_timeout_s(r.type)) +
                                             " for the " + r.type + " pool");
   }
+  if (r.delay_s) r.run_at_ms = now + *r.delay_s * 1000;
+  if (r.run_at_ms && *r.run_at_ms > now + kMaxScheduleAheadS * 1000) {
+    return Status::Invalid(r.delay_s ? "delay_s" : "run_at",
+                           "a task may be scheduled at most " +
+                               std::to_string(kMaxScheduleAheadS / 86400) + " days ahead");
+  }
   Task t;
   t.task_id = new_task_id(now);
+  // A run_at in the past (or now) runs at once; it is kept to show what was asked.
+  t.run_at = r.run_at_ms;
+  t.scheduled = r.run_at_ms && *r.run_at_ms > now ? 1 : 0;
+  t.labels = std::move(r.labels);
   t.type = std::move(r.type);
   t.payload = std::move(r.payload);
   t.priority = r.priority;

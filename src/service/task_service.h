@@ -22,6 +22,7 @@
 #include "service/events.h"
 #include "service/long_polls.h"
 #include "service/pool_directory.h"
+#include "service/scheduler.h"
 #include "service/task_request.h"
 #include "store/blob_store.h"
 #include "store/task_store.h"
@@ -100,8 +101,20 @@ class TaskService {
   using ViewDone = std::function<void(StatusOr<TaskView>)>;
   void get_async(const std::string& task_id, std::chrono::milliseconds wait, ViewDone done);
   StatusOr<ListPage> list(std::optional<TaskState> status, std::optional<std::string> type,
-                          int limit, const std::optional<std::string>& cursor);
+                          int limit, const std::optional<std::string>& cursor,
+                          std::vector<std::pair<std::string, std::string>> labels = {});
   StatusOr<Task> cancel(const std::string& task_id);
+  // FAILED|CANCELED → QUEUED with a fresh attempt budget; the task as it now is. kConflict in
+  // another state, kBacklogFull when its pool's backlog is full.
+  StatusOr<Task> retry(const std::string& task_id);
+  // retry for the tasks the filter matches (up to its limit), in one transaction; tasks whose
+  // pool's backlog is full are skipped and counted.
+  StatusOr<RetryOutcome> retry_matching(const RetryFilter& filter);
+
+  // The scheduler lets scheduled tasks into the backlog at their run_at: started once the pools
+  // run, stopped before they stop.
+  void start_scheduler() { scheduler_.start(); }
+  void stop_scheduler() { scheduler_.stop(); }
   // The stored result of a DONE task. kConflict while it is not DONE.
   StatusOr<StoredResult> result(const std::string& task_id);
   // Why a DONE task's result file could not be opened: kNotFound when the task was deleted
@@ -147,6 +160,7 @@ class TaskService {
   // thread, so no string keys.
   std::array<std::atomic<int64_t>, kTaskStates.size()> totals_{};
 
+  Scheduler scheduler_;
   LongPolls polls_;  // last: its destructor answers polls through this service
 };
 

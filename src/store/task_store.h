@@ -55,6 +55,11 @@ struct TaskChange {
   std::string backend;
   std::string error;
   bool webhook_pending = false;
+  // The QUEUED end of the change is a scheduled task waiting for its run_at, outside the
+  // backlog: not counted, not dispatched. A scheduled task that falls due is a change QUEUED
+  // (from_scheduled) → QUEUED (not to_scheduled): it enters the backlog then.
+  bool from_scheduled = false;
+  bool to_scheduled = false;
 };
 using CommitListener = std::function<void(const std::vector<TaskChange>&)>;
 
@@ -69,7 +74,8 @@ struct ReadyRow {
 struct ListQuery {
   std::optional<TaskState> status;
   std::optional<std::string> type;
-  std::optional<int64_t> before_seq;  // cursor: only rows older than this
+  std::vector<std::pair<std::string, std::string>> labels;  // every one must match
+  std::optional<int64_t> before_seq;                        // cursor: only rows older than this
   int limit = 50;
 };
 
@@ -91,6 +97,23 @@ struct QueuedBlock {
   int priority = 0;
   int64_t block = 0;  // seq >> block_bits
   int64_t count = 0;
+};
+
+// Which FAILED or CANCELED tasks a bulk retry puts back (every set filter must match).
+struct RetryFilter {
+  std::optional<TaskState> status;  // FAILED or CANCELED; both when unset
+  std::optional<std::string> type;
+  std::vector<std::pair<std::string, std::string>> labels;
+  int limit = 100;
+};
+
+// Asked on the writer thread, per task about to be retried: is there room in its pool's
+// backlog? A true is a reservation the caller releases once the write returns.
+using RetryAdmit = std::function<bool(const std::string& type)>;
+
+struct RetryOutcome {
+  std::vector<std::string> task_ids;  // retried, oldest first
+  int skipped_backlog_full = 0;
 };
 
 struct RecoveryReport {
@@ -168,6 +191,18 @@ class TaskLedger {
   virtual StatusOr<std::vector<InsertOutcome>> insert_batch(std::vector<Task>& tasks) = 0;
   // QUEUED|RUNNING → CANCELED. The state it had; kNotFound, or kConflict when final.
   virtual StatusOr<TaskState> cancel(const std::string& task_id, int64_t now_ms) = 0;
+  // FAILED|CANCELED → QUEUED with a fresh attempt budget (its attempts stay listed); the state
+  // it had. kNotFound; kConflict in any other state; kBacklogFull when admit says no.
+  virtual StatusOr<TaskState> retry(const std::string& task_id, int64_t now_ms,
+                                    const RetryAdmit& admit) = 0;
+  // retry for up to filter.limit tasks that match, oldest first, in one transaction.
+  virtual StatusOr<RetryOutcome> retry_matching(const RetryFilter& filter, int64_t now_ms,
+                                                const RetryAdmit& admit) = 0;
+  // Scheduled tasks whose run_at is by now_ms enter the backlog (up to `limit`, soonest
+  // first); how many did.
+  virtual StatusOr<int> promote_scheduled(int64_t now_ms, int limit) = 0;
+  // The earliest run_at of a task still waiting for it.
+  virtual StatusOr<std::optional<int64_t>> next_scheduled() = 0;
 
   // With details, also the attempts and webhook deliveries.
   virtual StatusOr<std::optional<Task>> get(const std::string& task_id, bool details) = 0;

@@ -169,7 +169,7 @@ void WorkerPool::run_one(const QueueItem& item, BackendConnections& connections)
       if (!st.ok()) {
         spdlog::error("task {}: cannot store result: {}", task.task_id, st.message());
         resp.error = "cannot store the result: " + st.message();
-        requeue(ended + backoff_ms(task.attempt), false, "retry");
+        requeue(ended + backoff_ms(task.attempt - task.attempt_base), false, "retry");
         break;
       }
       attempt.outcome = "done";
@@ -188,7 +188,7 @@ void WorkerPool::run_one(const QueueItem& item, BackendConnections& connections)
     }
     case CallResult::kBadRequest:
       if (storage_failed) {  // our disk, not the task: try again later
-        requeue(ended + backoff_ms(task.attempt), false, "retry");
+        requeue(ended + backoff_ms(task.attempt - task.attempt_base), false, "retry");
         break;
       }
       finish_failed(resp.error);
@@ -199,11 +199,12 @@ void WorkerPool::run_one(const QueueItem& item, BackendConnections& connections)
     case CallResult::kServerError:
     case CallResult::kConnectError:
     case CallResult::kTimeout:
-      if (task.attempt >= task.max_attempts) {
+      // After a retry the budget counts from attempt_base: the attempts before it are history.
+      if (task.attempt - task.attempt_base >= task.max_attempts) {
         finish_failed("all " + std::to_string(task.max_attempts) +
                       " attempts failed; the last: " + resp.error);
       } else {
-        requeue(ended + backoff_ms(task.attempt), false, "retry");
+        requeue(ended + backoff_ms(task.attempt - task.attempt_base), false, "retry");
       }
       break;
     case CallResult::kBusy:

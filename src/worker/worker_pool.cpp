@@ -105,19 +105,23 @@ void WorkerPool::shutdown(std::chrono::milliseconds grace) {
 }
 
 void WorkerPool::on_change(const TaskChange& c) {
-  if (c.from == TaskState::kQueued) {
+  // A scheduled task waiting for its run_at is outside the backlog: not counted, not queued.
+  bool left_backlog = c.from == TaskState::kQueued && !c.from_scheduled;
+  bool entered_backlog = c.to == TaskState::kQueued && !c.to_scheduled;
+  if (left_backlog) {
     queued_.fetch_sub(1);
     ranks_.add(c.priority, c.seq, -1);
   }
-  if (c.to == TaskState::kQueued) {
+  if (entered_backlog) {
     queued_.fetch_add(1);
     ranks_.add(c.priority, c.seq, +1);
   }
   if (c.from == TaskState::kRunning) running_count_.fetch_sub(1);
   if (c.to == TaskState::kRunning) running_count_.fetch_add(1);
-  // New tasks go straight into the channel; requeued ones are handed back by their worker, and
-  // a backlog left in the store is found by the feeder.
-  if (!c.from && c.to == TaskState::kQueued) {
+  // New tasks, scheduled ones falling due and retried ones go straight into the channel;
+  // requeued ones are handed back by their worker, and a backlog left in the store is found by
+  // the feeder.
+  if (entered_backlog && (!c.from || c.from_scheduled || is_final(*c.from))) {
     queue_.offer(QueueItem{c.seq, c.priority, c.task_id, ""});
   }
   if (c.to == TaskState::kCanceled && c.from) canceled(c.seq, *c.from);

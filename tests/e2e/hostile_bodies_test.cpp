@@ -86,7 +86,11 @@ TEST_CASE("hostile: malformed and invalid JSON bodies get 400 or 422 and write n
       {"webhook 3000 bytes",
        post(T, task_with(R"("webhook_url":"http://h/)" + std::string(3000, 'a') + "\"")),
        {422}},
-      {"unknown field", post(T, task_with(R"("prompt":"outside payload")")), {422}},
+      // An unknown top-level string field is a label (seed 002); any other value is refused.
+      {"unknown field", post(T, task_with(R"("steps":{"n":30})")), {422}},
+      {"unknown string field with a bad label key",
+       post(T, task_with(R"("not a key":"outside payload")")),
+       {422}},
       {"invalid UTF-8", post(T, invalid_utf8), {400}},
       {"overlong UTF-8", post(T, overlong), {400}},
       {"cut UTF-8 sequence", post(T, cut_utf8), {400}},

@@ -156,6 +156,25 @@ TEST_CASE("given back items are not duplicated by the feeder") {
   q.stop();
 }
 
+TEST_CASE("an item offered while a worker still holds it is found once the worker lets go") {
+  FakeBacklog backlog;
+  backlog.rows.push_back({1, 5, "a", ""});
+  ManualClock clock;
+  ReadyQueue q({"test", 4}, backlog.source(), clock);
+  q.start();
+  auto always = [](const QueueItem&) { return true; };
+  auto item = q.take(always, 2000);
+  REQUIRE(item);
+  // Canceled and retried while its old attempt is still winding down: QUEUED in the store again.
+  q.offer(*item);
+  CHECK(q.size() == 0);
+  q.release(item->seq);
+  auto again = q.take(always, 2000);
+  REQUIRE(again);
+  CHECK(again->seq == 1);
+  q.stop();
+}
+
 TEST_CASE("backlog ranks count what runs ahead as a scan of every task would") {
   BacklogRanks ranks;
   // Seqs over five blocks, with holes; priorities 0 to 9.

@@ -491,3 +491,85 @@ TEST_CASE_TEMPLATE("inline results commit with the DONE and go with the task", S
   CHECK(purged->size() == 2);
   CHECK_FALSE(store->inline_result(a.seq)->has_value());
 }
+
+TEST_CASE_TEMPLATE("retry: a late finish of an attempt before the retry changes nothing", Stores,
+                   TS_STORES) {
+  Stores stores;
+  ManualClock clock;
+  auto store = stores.open(clock);
+  Heard heard(*store);
+  Task t = make_task(clock);
+  t.max_attempts = 1;
+  REQUIRE(store->insert(t).ok());
+  REQUIRE(store->mark_running(t.seq, "http://b1", clock.now_ms())->has_value());
+  CHECK(*store->cancel(t.task_id, clock.now_ms()) == TaskState::kRunning);
+  // Only FAILED and CANCELED go back; admit says whether the backlog has room.
+  auto full = store->retry(t.task_id, clock.now_ms(), [](const std::string&) { return false; });
+  CHECK(full.status().code() == Code::kBacklogFull);
+  auto was = store->retry(t.task_id, clock.now_ms(), nullptr);
+  REQUIRE(was.ok());
+  CHECK(*was == TaskState::kCanceled);
+  CHECK(store->retry(t.task_id, clock.now_ms(), nullptr).status().code() == Code::kConflict);
+  auto second = store->mark_running(t.seq, "http://b2", clock.now_ms());
+  REQUIRE(second.ok());
+  REQUIRE(second->has_value());
+  CHECK((*second)->attempt == 2);
+  CHECK((*second)->attempt_base == 1);
+  CHECK((*second)->retries == 1);
+  // The first attempt's answer arrives late: it must not finish attempt 2.
+  Attempt late{1, "http://b1", "done", "", clock.now_ms(), 5};
+  CHECK_FALSE(*store->finish_done(t.seq, late, ResultMeta{1, "text/plain"}));
+  Attempt now{2, "http://b2", "failed", "boom", clock.now_ms(), 5};
+  CHECK(*store->finish_failed(t.seq, now, "boom"));
+  auto got = store->get(t.task_id, true);
+  REQUIRE(got->has_value());
+  CHECK((*got)->status == TaskState::kFailed);
+  REQUIRE((*got)->attempts.size() == 1);  // the canceled attempt 1 was never recorded as done
+  CHECK((*got)->attempts[0].number == 2);
+  auto bulk = store->retry_matching(RetryFilter{TaskState::kFailed, "image", {}, 10},
+                                    clock.now_ms(), nullptr);
+  REQUIRE(bulk.ok());
+  CHECK(bulk->task_ids == std::vector<std::string>{t.task_id});
+  bool heard_retry = false;
+  for (const TaskChange& c : heard.take()) {
+    heard_retry = heard_retry || (c.from == TaskState::kFailed && c.to == TaskState::kQueued);
+  }
+  CHECK(heard_retry);
+}
+
+TEST_CASE_TEMPLATE("schedule: a scheduled task is outside the backlog until promoted", Stores,
+                   TS_STORES) {
+  Stores stores;
+  ManualClock clock;
+  auto store = stores.open(clock);
+  Heard heard(*store);
+  Task later = make_task(clock);
+  later.run_at = clock.now_ms() + 60'000;
+  later.scheduled = 1;
+  later.labels = {{"kb_id", "kb_1"}};
+  REQUIRE(store->insert(later).ok());
+  Task now = make_task(clock);
+  REQUIRE(store->insert(now).ok());
+  auto ready = store->fetch_ready("image", 10, {}, clock.now_ms() + 120'000);
+  REQUIRE(ready.ok());
+  REQUIRE(ready->size() == 1);
+  CHECK((*ready)[0].seq == now.seq);
+  CHECK(*store->count_queued_between("image", 5, 0, INT64_MAX) == 1);
+  CHECK_FALSE(store->mark_running(later.seq, "http://b", clock.now_ms())->has_value());
+  CHECK(*store->next_scheduled() == later.run_at);
+  CHECK(*store->promote_scheduled(clock.now_ms(), 10) == 0);
+  CHECK(*store->promote_scheduled(*later.run_at, 10) == 1);
+  CHECK_FALSE(store->next_scheduled()->has_value());
+  ready = store->fetch_ready("image", 10, {}, clock.now_ms());
+  CHECK(ready->size() == 2);
+  auto changes = heard.take();
+  REQUIRE(changes.size() == 3);
+  CHECK(changes[0].to_scheduled);
+  CHECK(changes[2].from_scheduled);
+  CHECK_FALSE(changes[2].to_scheduled);
+  ListQuery q;
+  q.labels = {{"kb_id", "kb_1"}};
+  auto listed = store->list(q);
+  REQUIRE(listed->size() == 1);
+  CHECK((*listed)[0].labels.at("kb_id") == "kb_1");
+}

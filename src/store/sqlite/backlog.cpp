@@ -1,5 +1,7 @@
 // SqliteTaskStore: the backlog of each pool in dispatch order, read through the partial index
-// tasks_ready (type, priority DESC, seq) WHERE status = 'QUEUED'.
+// tasks_ready (type, priority DESC, seq) WHERE status = 'QUEUED' AND scheduled = 0. Scheduled
+// tasks waiting for their run_at are not in it; the scheduler's promote_scheduled (here too)
+// lets them in.
 
 #include <SQLiteCpp/Transaction.h>
 
@@ -8,8 +10,9 @@
 namespace ts::sqlite {
 namespace {
 
+// The predicate of tasks_ready, in its text, so the planner matches the index.
 const std::string& queued() {
-  static const std::string guard = sql_guard(TaskState::kQueued);
+  static const std::string guard = sql_guard(TaskState::kQueued) + " AND scheduled = 0";
   return guard;
 }
 
@@ -145,6 +148,37 @@ StatusOr<std::optional<int64_t>> SqliteTaskStore::oldest_queued_created_at(
     s->bind(1, type);
     if (!s->executeStep()) return std::optional<int64_t>();
     return std::optional<int64_t>(s->getColumn(0).getInt64());
+  });
+}
+
+StatusOr<int> SqliteTaskStore::promote_scheduled(int64_t now_ms, int limit) {
+  int promoted = 0;
+  Status st = write(false, [&](WriteContext& ctx) -> Status {
+    promoted = 0;
+    StmtUse s(ctx.stmt(
+        "UPDATE tasks SET scheduled = 0 WHERE seq IN (SELECT seq FROM tasks WHERE scheduled = 1 "
+        "AND run_at <= ?1 ORDER BY run_at LIMIT ?2) AND " +
+        sql_guard(TaskState::kQueued) + returning_clause()));
+    s->bind(1, now_ms);
+    s->bind(2, limit);
+    while (s->executeStep()) {
+      TaskChange c = change_from_returning(*s, TaskState::kQueued, TaskState::kQueued, now_ms);
+      c.from_scheduled = true;
+      ctx.changes->push_back(std::move(c));
+      ++promoted;
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return promoted;
+}
+
+StatusOr<std::optional<int64_t>> SqliteTaskStore::next_scheduled() {
+  return guarded([&]() -> StatusOr<std::optional<int64_t>> {
+    auto conn = readers_->lease();
+    StmtUse s(conn->cache.stmt("SELECT MIN(run_at) FROM tasks WHERE scheduled = 1"));
+    if (!s->executeStep()) return std::optional<int64_t>();
+    return opt_i64(s->getColumn(0));
   });
 }
 

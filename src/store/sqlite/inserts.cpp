@@ -54,7 +54,24 @@ TaskChange queued_change(const Task& task) {
   c.priority = task.priority;
   c.to = TaskState::kQueued;
   c.at_ms = task.created_at;
+  c.next_attempt_at = task.run_at;
+  c.to_scheduled = task.scheduled != 0;
   return c;
+}
+
+// The labels of an inserted task. `sql_verb` is INSERT, or INSERT OR ROLLBACK inside a run
+// whose failure must undo the whole transaction.
+void insert_labels(StatementCache& c, const char* sql_verb, const Task& task) {
+  if (task.labels.empty()) return;
+  StmtUse s(
+      c.stmt(std::string(sql_verb) + " INTO task_labels (task_seq, key, value) VALUES (?, ?, ?)"));
+  for (const auto& [key, value] : task.labels) {
+    s->bind(1, task.seq);
+    s->bind(2, key);
+    s->bind(3, value);
+    s->exec();
+    s->reset();
+  }
 }
 
 std::optional<std::string> find_by_key(StatementCache& c, const std::string& key) {
@@ -74,6 +91,7 @@ InsertOutcome insert_one(StatementCache& c, std::vector<TaskChange>& changes, Ta
   bind_inserted(*s, 0, task);
   s->exec();
   task.seq = c.db().getLastInsertRowid();
+  insert_labels(c, "INSERT", task);
   changes.push_back(queued_change(task));
   return {true, task.task_id};
 }
@@ -108,6 +126,7 @@ bool SqliteTaskStore::insert_run(const std::vector<WriteOp*>& ops) {
       for (size_t r = 0; r < k; ++r) {
         Task& task = *ops[at + r]->plain_insert;
         task.seq = last - static_cast<int64_t>(k - 1 - r);
+        insert_labels(*write_ctx_, "INSERT OR ROLLBACK", task);
         write_ctx_->changes->push_back(queued_change(task));
         ops[at + r]->result = Status::Ok();
         ops[at + r]->outcome = {true, task.task_id};

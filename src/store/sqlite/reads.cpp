@@ -29,6 +29,14 @@ void read_details(Connection& conn, Task& task) {
   }
 }
 
+// Fills the labels of `task` (a range of task_labels' primary key).
+void read_labels(Connection& conn, Task& task) {
+  StmtUse s(conn.cache.stmt("SELECT key, value FROM task_labels WHERE task_seq = ?"));
+  s->bind(1, task.seq);
+  while (s->executeStep())
+    task.labels.emplace(s->getColumn(0).getString(), s->getColumn(1).getString());
+}
+
 }  // namespace
 
 // The one task whose `column` is `value`, with details if asked.
@@ -42,6 +50,7 @@ static StatusOr<std::optional<Task>> read_one(Connection& conn, const char* colu
     if (!s->executeStep()) return task;
     task = read_task(*s);
   }
+  read_labels(conn, *task);
   if (details) read_details(conn, *task);
   return task;
 }
@@ -70,18 +79,39 @@ StatusOr<std::optional<Task>> SqliteTaskStore::delivery_of(int64_t seq) {
 StatusOr<std::vector<Task>> SqliteTaskStore::list(const ListQuery& q) {
   return guarded([&]() -> StatusOr<std::vector<Task>> {
     // One statement text per filter combination, so SQLite picks the right index for each.
-    std::string sql = "SELECT " + task_columns() + " FROM tasks WHERE seq < ?1";
+    // With labels, the first one drives: task_labels_by_value (key, value, task_seq) walked
+    // newest first from the cursor; the others are looked up by task_labels' primary key.
+    std::string sql;
+    if (q.labels.empty()) {
+      sql = "SELECT " + task_columns() + " FROM tasks WHERE seq < ?1";
+    } else {
+      sql = "SELECT " + task_columns() +
+            " FROM task_labels AS l0 INDEXED BY task_labels_by_value JOIN tasks ON tasks.seq = "
+            "l0.task_seq WHERE l0.key = ?10 AND l0.value = ?11 AND l0.task_seq < ?1";
+      for (size_t i = 1; i < q.labels.size(); ++i) {
+        std::string k = std::to_string(10 + 2 * i), v = std::to_string(11 + 2 * i);
+        sql += " AND EXISTS (SELECT 1 FROM task_labels WHERE task_seq = tasks.seq AND key = ?" + k +
+               " AND value = ?" + v + ")";
+      }
+    }
     if (q.status) sql += " AND status = ?2";
     if (q.type) sql += " AND type = ?3";
-    sql += " ORDER BY seq DESC LIMIT ?4";
+    sql += q.labels.empty() ? " ORDER BY seq DESC LIMIT ?4" : " ORDER BY l0.task_seq DESC LIMIT ?4";
     auto conn = readers_->lease();
-    StmtUse s(conn->cache.stmt(sql));
-    s->bind(1, q.before_seq.value_or(INT64_MAX));
-    if (q.status) s->bind(2, std::string(to_string(*q.status)));
-    if (q.type) s->bind(3, *q.type);
-    s->bind(4, q.limit);
     std::vector<Task> out;
-    while (s->executeStep()) out.push_back(read_task(*s));
+    {
+      StmtUse s(conn->cache.stmt(sql));
+      s->bind(1, q.before_seq.value_or(INT64_MAX));
+      if (q.status) s->bind(2, std::string(to_string(*q.status)));
+      if (q.type) s->bind(3, *q.type);
+      s->bind(4, q.limit);
+      for (size_t i = 0; i < q.labels.size(); ++i) {
+        s->bind(static_cast<int>(10 + 2 * i), q.labels[i].first);
+        s->bind(static_cast<int>(11 + 2 * i), q.labels[i].second);
+      }
+      while (s->executeStep()) out.push_back(read_task(*s));
+    }
+    for (Task& t : out) read_labels(*conn, t);
     return out;
   });
 }

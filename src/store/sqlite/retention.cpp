@@ -34,7 +34,8 @@ StatusOr<std::vector<PurgedTask>> SqliteTaskStore::purge_final(int64_t before_ms
     }
     for (const char* sql :
          {"DELETE FROM attempts WHERE task_seq = ?", "DELETE FROM results WHERE task_seq = ?",
-          "DELETE FROM webhook_deliveries WHERE task_seq = ?", "DELETE FROM tasks WHERE seq = ?"}) {
+          "DELETE FROM webhook_deliveries WHERE task_seq = ?",
+          "DELETE FROM task_labels WHERE task_seq = ?", "DELETE FROM tasks WHERE seq = ?"}) {
       for (int64_t seq : seqs) {
         StmtUse s(ctx.stmt(sql));
         s->bind(1, seq);

@@ -71,6 +71,13 @@ class SqliteTaskStore final : public TaskStore, private BatchExecutor {
   void insert_async(Task task, std::function<void(const StatusOr<InsertOutcome>&)> done) override;
   StatusOr<std::vector<InsertOutcome>> insert_batch(std::vector<Task>& tasks) override;
   StatusOr<TaskState> cancel(const std::string& task_id, int64_t now_ms) override;
+  StatusOr<TaskState> retry(const std::string& task_id, int64_t now_ms,
+                            const RetryAdmit& admit) override;
+  StatusOr<RetryOutcome> retry_matching(const RetryFilter& filter, int64_t now_ms,
+                                        const RetryAdmit& admit) override;
+  // backlog.cpp
+  StatusOr<int> promote_scheduled(int64_t now_ms, int limit) override;
+  StatusOr<std::optional<int64_t>> next_scheduled() override;
   StatusOr<std::optional<Task>> get(const std::string& task_id, bool details) override;
   StatusOr<std::optional<Task>> get_by_idempotency_key(const std::string& key) override;
   StatusOr<std::vector<Task>> list(const ListQuery& query) override;
