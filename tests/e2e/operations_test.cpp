@@ -196,7 +196,8 @@ TEST_CASE("e2e retry: a retried task runs and its attempts list keeps the old at
   MockBackend fixed(dir, {}, port);
   json r = server.post("/api/v1/tasks/" + id + "/retry", "", &status);
   REQUIRE_MESSAGE(status == 200, r.dump());
-  CHECK(r["status"] == "QUEUED");
+  // The answer is the task as it is once the retry committed: a free slot may have taken it.
+  CHECK((r["status"] == "QUEUED" || r["status"] == "RUNNING" || r["status"] == "DONE"));
   CHECK(r["retries"] == 1);
   t = server.wait_final(id);
   CHECK(t["status"] == "DONE");
