@@ -15,12 +15,16 @@
 #                      serves (its one backend is down) with nothing else running; while the
 #                      e2e-json load runs on another pool; and while only that pool's dispatch
 #                      runs (a backlog of N tasks draining, no producers).
+#   big-answers        50 workers (5 mock backends x 10 slots) each receive one answer of
+#                      BIG_MB MB (default 100) at once: the server's RSS idle and its peak
+#                      (VmHWM) while the 50 answers stream to result files; the results'
+#                      sizes are checked. Writes 50 x BIG_MB MB under $TMPDIR.
 #   bullmq             the peer: BullMQ on Redis (appendonly, appendfsync always), 16 concurrent
 #                      adders adding N jobs and a worker of concurrency 50 doing nothing; jobs/s
 #                      from the first add to the last completion (polled every 100 ms) and the
 #                      CPU of redis and of the node processes per job.
 # Usage: scripts/bench_e2e.sh [N, default 100000] [section...]; sections: e2e (= e2e-json
-# e2e-image), e2e-json, e2e-image, util, submit-under-load, bullmq; default all. A section named
+# e2e-image), e2e-json, e2e-image, util, submit-under-load, big-answers, bullmq; default all. A section named
 # twice runs twice. Prints a summary table at the end. Every process it starts is ended on exit;
 # all traffic goes to 127.0.0.1; every loop is bounded in count and time.
 set -euo pipefail
@@ -30,12 +34,12 @@ N="${1:-100000}"
 [ $# -gt 0 ] && shift
 if ! [[ $N =~ ^[0-9]+$ ]] || [ "$N" -lt 16 ]; then echo "usage: $0 [N >= 16] [section...]" >&2; exit 2; fi
 sections=()
-for s in "${@:-e2e util submit-under-load bullmq}"; do
+for s in "${@:-e2e util submit-under-load big-answers bullmq}"; do
   for x in $s; do
     case "$x" in
       e2e) sections+=(e2e-json e2e-image) ;;
-      e2e-json|e2e-image|util|submit-under-load|bullmq) sections+=("$x") ;;
-      *) echo "unknown section '$x' (e2e, e2e-json, e2e-image, util, submit-under-load, bullmq)" >&2; exit 2 ;;
+      e2e-json|e2e-image|util|submit-under-load|big-answers|bullmq) sections+=("$x") ;;
+      *) echo "unknown section '$x' (e2e, e2e-json, e2e-image, util, submit-under-load, big-answers, bullmq)" >&2; exit 2 ;;
     esac
   done
 done
@@ -318,6 +322,42 @@ run_util() {
   stop_mocks
 }
 
+# 50 answers of BIG_MB MB arriving at once on 50 workers: the server's peak RSS above idle.
+run_big_answers() {
+  local mb="${BIG_MB:-100}" n=50
+  local pad=$((mb * 1024 * 1024))
+  echo "== big-answers: $n workers each receive $mb MB at once, load $(load)"
+  start_mocks 5 0
+  noop_pool "${mock_urls[@]}" >"$tmp/big.toml"
+  start_server "$tmp/data-big" --sync full --config "$tmp/big.toml" --max-result $((pad + 1048576))
+  wait_backends "$url" noop up
+  local idle peak note="" i
+  idle=$(awk '/^VmRSS:/ { print $2 }' "/proc/$server/status")
+  seq "$n" | awk -v pad="$pad" 'BEGIN { printf "{\"tasks\":[" }
+    { printf "%s{\"type\":\"noop\",\"payload\":{\"prompt\":\"big %d\",\"pad\":%d}}", (NR > 1 ? "," : ""), $1, pad }
+    END { print "]}" }' >"$tmp/big.json"
+  local code t0 secs
+  t0=$(now_us)
+  code=$(curl -s -o "$tmp/big.out" -w '%{http_code}' -H 'Content-Type: application/json' \
+    --data-binary @"$tmp/big.json" "$url/api/v1/tasks/batch")
+  [ "$code" = 202 ] || { cat "$tmp/big.out" >&2; echo "big batch: HTTP $code" >&2; exit 1; }
+  wait_final "$url" "$n" $((60 + n * mb / 20)) 0.2 || note=", gave up"
+  secs=$(calc '"%.1f", ('"$done_us"' - '"$t0"') / 1e6')
+  peak=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server/status")
+  local d sizes ok=yes
+  read -r d _ <<<"$final_totals"
+  [ "$d" = "$n" ] || ok="no ($d of $n DONE$note)"
+  # Every result whole: its size is the answer's (head + pad + tail, the same for all but the
+  # prompt's digits).
+  sizes=$(curl -s "$url/api/v1/tasks?status=DONE&limit=100" | jq '[.tasks[].result.size] | min, max' | paste -sd' ')
+  local above=$(((peak - idle) / 1024))
+  echo "   $n x $mb MB in $secs s, all DONE: $ok; result sizes min/max $sizes; RSS idle $((idle / 1024)) MiB, peak $((peak / 1024)) MiB: $above MiB above idle"
+  rows+=("| big answers: 50 workers x $mb MB at once | peak RSS **$above MiB above idle** (idle $((idle / 1024)) MiB, peak $((peak / 1024)) MiB); $n DONE in $secs s: $ok |")
+  stop_server
+  stop_mocks
+  rm -rf "$tmp/data-big"
+}
+
 # Durable submits to the pool `parked`, whose one backend is down: LOAD idle, e2e (the e2e-json
 # producers and dispatch on pool noop) or dispatch (a backlog of N noop tasks draining).
 run_sul() {
@@ -450,6 +490,7 @@ for s in "${sections[@]}"; do
     e2e-image) run_e2e image ;;
     util) run_util 100; run_util 20 ;;
     submit-under-load) run_submit_under_load ;;
+    big-answers) run_big_answers ;;
     bullmq) run_bullmq ;;
   esac
 done

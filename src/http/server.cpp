@@ -26,7 +26,11 @@ HttpServer::HttpServer(const HttpServerOptions& options) : options_(options) {
   set_keep_alive_timeout(options.keep_alive_timeout_s);
   set_read_timeout(options.read_timeout_s, 0);
   set_write_timeout(options.write_timeout_s, 0);
-  new_task_queue = [this] { return new_loop(*this, &loop_); };
+  new_task_queue = [this] {
+    httplib::TaskQueue* q = new_loop(*this, &loop_);
+    loop_ready_.store(true);
+    return q;
+  };
 }
 
 HttpServer::~HttpServer() = default;
@@ -55,10 +59,10 @@ int HttpServer::bind(const std::string& host, int port, std::string* error) {
 
 bool HttpServer::wait_running(int ms) const {
   for (int waited = 0; waited < ms; waited += 5) {
-    if (is_running()) return true;
+    if (is_running() && loop_ready_.load()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  return is_running();
+  return is_running() && loop_ready_.load();
 }
 
 bool split_host_port(const std::string& text, std::string* host, int* port) {
