@@ -74,6 +74,7 @@ sanitized_suite() {
   local reports="$PWD/$dir/sanitizer-reports"
   rm -rf "$reports" && mkdir -p "$reports"
   local common="log_path=$reports/report:halt_on_error=1"
+  local rc=0
   (
     cd "$dir"
     export ASAN_OPTIONS="$common:detect_leaks=1:detect_stack_use_after_return=1"
@@ -81,12 +82,14 @@ sanitized_suite() {
     export TSAN_OPTIONS="$common:second_deadlock_stack=1:ignore_noninstrumented_modules=1:suppressions=$PWD/../tests/tsan.supp"
     # Sanitized binaries are slower: fewer tests at once, longer timeouts.
     ctest -j2 --output-on-failure --timeout 900
-  )
+  ) || rc=$?
+  # Also when a test failed: a report is often why (a server that aborted on it).
   if compgen -G "$reports/report*" >/dev/null; then
     echo "sanitizer reports ($sanitizers):" >&2
     head -n 60 "$reports"/report* >&2
     return 1
   fi
+  [ "$rc" -eq 0 ] || return "$rc"
   echo "no $sanitizers reports"
 }
 
