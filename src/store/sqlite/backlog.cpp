@@ -16,11 +16,16 @@ const std::string& queued() {
   return guard;
 }
 
+// With two terms in the index's predicate, SQLite 3.40 prices tasks_by_status (status, seq)
+// below tasks_ready for a range of seqs, and then reads every row of the range to check type
+// and priority: start-up with 1,000,000 queued went from ~0.3 s to 2.8 s. Named, it is used.
+const char* const kFromReady = "FROM tasks INDEXED BY tasks_ready WHERE ";
+
 // QUEUED tasks of `type` and `priority` with from_seq <= seq < before_seq: a range of
 // tasks_ready.
 int64_t count_queued_in(Connection& conn, const std::string& type, int priority, int64_t from_seq,
                         int64_t before_seq) {
-  StmtUse s(conn.cache.stmt("SELECT COUNT(*) FROM tasks WHERE " + queued() +
+  StmtUse s(conn.cache.stmt(std::string("SELECT COUNT(*) ") + kFromReady + queued() +
                             " AND type = ? AND priority = ? AND seq >= ? AND seq < ?"));
   s->bind(1, type);
   s->bind(2, priority);
@@ -38,9 +43,8 @@ StatusOr<std::vector<ReadyRow>> SqliteTaskStore::fetch_ready(
   return guarded([&]() -> StatusOr<std::vector<ReadyRow>> {
     auto conn = readers_->lease();
     StmtUse s(
-        conn->cache.stmt("SELECT seq, priority, task_id, COALESCE(backend, '') FROM tasks "
-                         "WHERE " +
-                         queued() +
+        conn->cache.stmt(std::string("SELECT seq, priority, task_id, COALESCE(backend, '') ") +
+                         kFromReady + queued() +
                          " AND type = ?1 "
                          "AND (next_attempt_at IS NULL OR next_attempt_at <= ?2) "
                          "ORDER BY priority DESC, seq LIMIT ?3"));
@@ -77,10 +81,9 @@ StatusOr<int64_t> SqliteTaskStore::queue_position(const std::string& type, int p
   return guarded([&]() -> StatusOr<int64_t> {
     auto conn = readers_->lease();
     // Two range counts on tasks_ready instead of one OR, which SQLite cannot range-scan.
-    StmtUse s(conn->cache.stmt("SELECT (SELECT COUNT(*) FROM tasks WHERE " + queued() +
-                               " AND type = ?1 AND priority > ?2) + (SELECT COUNT(*) FROM tasks "
-                               "WHERE " +
-                               queued() +
+    StmtUse s(conn->cache.stmt(std::string("SELECT (SELECT COUNT(*) ") + kFromReady + queued() +
+                               " AND type = ?1 AND priority > ?2) + (SELECT COUNT(*) " +
+                               kFromReady + queued() +
                                " AND type = ?1 AND priority = ?2 "
                                "AND seq < ?3)"));
     s->bind(1, type);
@@ -99,10 +102,10 @@ StatusOr<std::vector<QueuedBlock>> SqliteTaskStore::queued_blocks(const std::str
     // COUNT per non-empty block, all in one snapshot. A GROUP BY on `seq >> bits` visits the
     // same entries through a temporary b-tree, at three times the cost.
     SQLite::Transaction snapshot(conn->db);  // a read transaction; rolled back at the end
-    StmtUse next_priority(conn->cache.stmt("SELECT priority FROM tasks WHERE " + queued() +
+    StmtUse next_priority(conn->cache.stmt(std::string("SELECT priority ") + kFromReady + queued() +
                                            " AND type = ? AND priority < ? "
                                            "ORDER BY priority DESC LIMIT 1"));
-    StmtUse next_seq(conn->cache.stmt("SELECT seq FROM tasks WHERE " + queued() +
+    StmtUse next_seq(conn->cache.stmt(std::string("SELECT seq ") + kFromReady + queued() +
                                       " AND type = ? AND priority = ? AND seq >= ? "
                                       "ORDER BY seq LIMIT 1"));
     std::vector<QueuedBlock> out;
@@ -143,7 +146,7 @@ StatusOr<std::optional<int64_t>> SqliteTaskStore::oldest_queued_created_at(
     const std::string& type) {
   return guarded([&]() -> StatusOr<std::optional<int64_t>> {
     auto conn = readers_->lease();
-    StmtUse s(conn->cache.stmt("SELECT created_at FROM tasks WHERE " + queued() +
+    StmtUse s(conn->cache.stmt(std::string("SELECT created_at ") + kFromReady + queued() +
                                " AND type = ? ORDER BY seq LIMIT 1"));
     s->bind(1, type);
     if (!s->executeStep()) return std::optional<int64_t>();
