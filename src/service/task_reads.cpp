@@ -108,22 +108,39 @@ StatusOr<Task> TaskService::cancel(const std::string& task_id) {
   return read_task(task_id, true);
 }
 
+// Backlog room for the tasks a retry puts back: reserved per task as the store admits it, and
+// let go once the transaction is over (the commit listener counts what went in).
+class TaskService::RetryReservations {
+ public:
+  explicit RetryReservations(PoolDirectory& pools) : pools_(pools) {}
+  ~RetryReservations() {
+    for (const std::string& type : reserved_) pools_.unreserve(type);
+  }
+  RetryAdmit admit() {
+    return [this](const std::string& type) {
+      // A type no pool serves any more has no backlog to respect; it waits for a pool.
+      if (!pools_.has_pool(type)) return true;
+      if (!pools_.try_reserve(type)) return false;
+      reserved_.push_back(type);
+      return true;
+    };
+  }
+
+ private:
+  PoolDirectory& pools_;
+  std::vector<std::string> reserved_;
+};
+
 StatusOr<Task> TaskService::retry(const std::string& task_id) {
   if (!is_valid_task_id(task_id)) return Status::NotFound("no task with id " + task_id);
   if (shutting_down()) {
     return Status::Unavailable("shutting_down", "the server is shutting down");
   }
-  std::vector<std::string> reserved;
-  auto admit = [this, &reserved](const std::string& type) {
-    // A type no pool serves any more has no backlog to respect; it waits for a pool.
-    if (!pools_.has_pool(type)) return true;
-    if (!pools_.try_reserve(type)) return false;
-    reserved.push_back(type);
-    return true;
-  };
-  auto was = store_.retry(task_id, clock_.now_ms(), admit);
-  for (const std::string& type : reserved) pools_.unreserve(type);
-  if (!was.ok()) return was.status();
+  {
+    RetryReservations room(pools_);
+    auto was = store_.retry(task_id, clock_.now_ms(), room.admit());
+    if (!was.ok()) return was.status();
+  }
   return read_task(task_id, true);
 }
 
@@ -131,16 +148,8 @@ StatusOr<RetryOutcome> TaskService::retry_matching(const RetryFilter& filter) {
   if (shutting_down()) {
     return Status::Unavailable("shutting_down", "the server is shutting down");
   }
-  std::vector<std::string> reserved;
-  auto admit = [this, &reserved](const std::string& type) {
-    if (!pools_.has_pool(type)) return true;
-    if (!pools_.try_reserve(type)) return false;
-    reserved.push_back(type);
-    return true;
-  };
-  auto out = store_.retry_matching(filter, clock_.now_ms(), admit);
-  for (const std::string& type : reserved) pools_.unreserve(type);
-  return out;
+  RetryReservations room(pools_);
+  return store_.retry_matching(filter, clock_.now_ms(), room.admit());
 }
 
 StatusOr<StoredResult> TaskService::result(const std::string& task_id) {

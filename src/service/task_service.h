@@ -136,6 +136,7 @@ class TaskService {
   static std::optional<int64_t> decode_cursor(const std::string& cursor);
 
  private:
+  class RetryReservations;  // backlog room held for a retry's transaction (task_reads.cpp)
   // The checks every submit makes before admission: not shutting down, a known type, bounds the
   // pool sets. The task as it will be stored.
   StatusOr<Task> prepare(NewTask& request, int64_t now);
