@@ -163,66 +163,52 @@ async function loadImage(id, url, img) {
   img.src = src;
 }
 
-async function cancelTask(id) {
-  const button = $('cancel-button');
+function sayInDetail(text, cls) {
+  const m = $('detail-message');
+  if (m) {
+    m.textContent = text;
+    m.className = `message ${cls || ''}`;
+  }
+}
+
+// A button of the detail panel that changes the task (cancel, retry): on success the row and
+// the panel show the task as answered; a 409 (the task moved on meanwhile) reloads the panel.
+async function taskAction(id, { buttonId, path, method, verb, done, conflict }) {
+  const button = $(buttonId);
   if (button) button.disabled = true;
-  const say = (text, cls) => {
-    const m = $('detail-message');
-    if (m) {
-      m.textContent = text;
-      m.className = `message ${cls || ''}`;
-    }
-  };
   try {
-    const res = await api(`/api/v1/tasks/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    const res = await api(`/api/v1/tasks/${encodeURIComponent(id)}${path}`, { method });
     if (res.ok) {
       const t = await res.json();
       upsertKnown(t);
       const known = view.byId.get(id);
       if (known) updateRow(known);
       if (view.selectedId === id) renderDetail(t);
-      say('Canceled.', 'ok');
+      sayInDetail(done, 'ok');
     } else if (res.status === 409) {
-      say('The task had already finished.', 'error');
+      sayInDetail(conflict || `Cannot ${verb}: ${await errorText(res)}`, 'error');
       if (view.selectedId === id) loadDetail(id);
     } else {
-      say(`Cannot cancel: ${await errorText(res)}`, 'error');
+      sayInDetail(`Cannot ${verb}: ${await errorText(res)}`, 'error');
       if (button) button.disabled = false;
     }
   } catch (err) {
-    if (!(err instanceof AuthDismissed)) say(`Cannot cancel: ${err.message}`, 'error');
+    if (!(err instanceof AuthDismissed)) sayInDetail(`Cannot ${verb}: ${err.message}`, 'error');
     if (button) button.disabled = false;
   }
 }
 
-async function retryTask(id) {
-  const button = $('retry-button');
-  if (button) button.disabled = true;
-  const say = (text, cls) => {
-    const m = $('detail-message');
-    if (m) {
-      m.textContent = text;
-      m.className = `message ${cls || ''}`;
-    }
-  };
-  try {
-    const res = await api(`/api/v1/tasks/${encodeURIComponent(id)}/retry`, { method: 'POST' });
-    if (res.ok) {
-      const t = await res.json();
-      upsertKnown(t);
-      const known = view.byId.get(id);
-      if (known) updateRow(known);
-      if (view.selectedId === id) renderDetail(t);
-      say('Queued again.', 'ok');
-    } else {
-      say(`Cannot retry: ${await errorText(res)}`, 'error');
-      if (res.status === 409 && view.selectedId === id) loadDetail(id);
-      else if (button) button.disabled = false;
-    }
-  } catch (err) {
-    if (!(err instanceof AuthDismissed)) say(`Cannot retry: ${err.message}`, 'error');
-    if (button) button.disabled = false;
-  }
+function cancelTask(id) {
+  return taskAction(id, {
+    buttonId: 'cancel-button', path: '', method: 'DELETE', verb: 'cancel', done: 'Canceled.',
+    conflict: 'The task had already finished.',
+  });
+}
+
+function retryTask(id) {
+  return taskAction(id, {
+    buttonId: 'retry-button', path: '/retry', method: 'POST', verb: 'retry', done: 'Queued again.',
+  });
 }
 
 export function wireDetail() {
