@@ -185,6 +185,18 @@ test('a queued task is canceled from its details; filter and paging work', { ski
   await page.selectOption('#filter-status', '');
   await row(fillers[0].task_id).waitFor({ timeout: 15000 });
 
+  // Retried from its details: the canceled task is queued again, the retry counted.
+  await page.waitForSelector('#detail[data-status="CANCELED"] #retry-button', { timeout: 15000 });
+  await page.click('#retry-button');
+  await page.waitForFunction((id) => {
+    const r = document.querySelector(`#tasks tr[data-task-id="${id}"]`);
+    return r && r.dataset.status !== 'CANCELED';
+  }, target.task_id, { timeout: 15000 });
+  const retried = await api(`/api/v1/tasks/${target.task_id}`);
+  assert.equal(retried.retries, 1);
+  assert.notEqual(retried.status, 'CANCELED');
+  assert.equal(await page.locator('#retry-button').count(), 0, 'no retry button once it is queued again');
+
   // Paging with the API's cursor: 12 tasks, 10 a page.
   await page.selectOption('#page-size', '10');
   await page.waitForFunction(() => document.querySelectorAll('#tasks tr[data-task-id]').length === 10 &&
